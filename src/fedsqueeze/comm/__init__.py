@@ -1,0 +1,1 @@
+"""Wire frames (bytes only) and transports (the only code that talks to MPI)."""

@@ -1,0 +1,94 @@
+"""float16 and bfloat16 casts (METHODS.md section 6.11).
+
+Payload ``u8 dtype (0 f16, 1 bf16) | u8[3] 0 | u16[n], pad4``; theoretical bits ``16 n``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .base import Compressor, Encoded, as_flat_f32, check_out
+from ..comm.wire import SectionReader, pad4
+from .registry import register
+
+_PRE = struct.Struct("<B3x")
+
+
+def f32_to_bf16_bits(v: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even of the upper 16 bits of the float32 pattern; NaN stays a quiet NaN."""
+    u = v.view(np.uint32)
+    rounding = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+    r = ((u + rounding) >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(v)
+    if nan.any():
+        r[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
+    return r
+
+
+class _Cast(Compressor):
+    dtype_code = 0
+
+    def __init__(self, *, error_feedback: bool = False) -> None:
+        if not isinstance(error_feedback, bool):
+            raise TypeError(f"error_feedback must be a bool, got {error_feedback!r}")
+        self.error_feedback = error_feedback
+
+    def _params(self):
+        return {"error_feedback": self.error_feedback}
+
+    def _to_bits(self, v: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, x, *, seed: int, state=None):
+        v = as_flat_f32(x)
+        return Encoded({}, (_PRE.pack(self.dtype_code), self._to_bits(v)), v.shape[0]), state
+
+    def parse(self, payload, n: int) -> Encoded:
+        r = SectionReader(payload, self.codec_id)
+        (code,) = r.struct(_PRE, "dtype")
+        self._require(code == self.dtype_code,
+                      f"{self.codec_id}: dtype byte {code}, expected {self.dtype_code}")
+        bits = r.array("<u2", n, "values")
+        r.finish()
+        return Encoded({}, (_PRE.pack(code), bits), n)
+
+    def max_nbytes(self, n: int) -> int:
+        return 4 + pad4(2 * n)
+
+    def theoretical_bits(self, enc: Encoded) -> float:
+        return 16.0 * enc.n
+
+
+@register
+class Float16(_Cast):
+    """IEEE binary16, round-to-nearest-even, clamped to +-65504."""
+
+    codec_id = "fp16"
+    dtype_code = 0
+
+    def _to_bits(self, v):
+        return np.clip(v, -65504.0, 65504.0).astype("<f2").view("<u2")
+
+    def decode(self, enc, *, out=None):
+        out = check_out(out, enc.n)
+        out[:] = np.frombuffer(enc.sections[1], dtype="<f2", count=enc.n)
+        return out
+
+
+@register
+class BFloat16(_Cast):
+    """bfloat16: the upper 16 bits of float32 with round-to-nearest-even."""
+
+    codec_id = "bf16"
+    dtype_code = 1
+
+    def _to_bits(self, v):
+        return f32_to_bf16_bits(v)
+
+    def decode(self, enc, *, out=None):
+        out = check_out(out, enc.n)
+        bits = np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n)
+        out.view(np.uint32)[:] = bits.astype(np.uint32) << np.uint32(16)
+        return out
