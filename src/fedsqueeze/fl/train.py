@@ -125,7 +125,7 @@ class Trainer:
                                            for p, a in zip(model.parameters(), anchor))
             obj.backward()
             opt.step()
-            total += float(loss) * xb.shape[0]
+            total += float(loss.detach()) * xb.shape[0]
             seen += xb.shape[0]
             steps += 1
         return flat_params(model), {"loss": total / max(1, seen), "steps": steps,

@@ -1,0 +1,5 @@
+"""``python -m fedsqueeze``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Command line: ``python -m fedsqueeze run|info|report|status|sweep|sweep-task|list``.
+
+``run`` is started on every rank by ``mpiexec``/``srun``; rank 0 prints the HDF5 path at the end.
+Config errors are reported before any training starts, naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, LogSchemaError
+
+__all__ = ["main"]
+
+
+def _cmd_run(args) -> int:
+    from . import config as C
+
+    overrides = C.parse_overrides(args.set or [])
+    if args.out:
+        overrides = C.apply_overrides(overrides, {"log": {"out": args.out}})
+    if args.name:
+        overrides = C.apply_overrides(overrides, {"log": {"name": args.name}})
+    if args.no_progress:
+        overrides = C.apply_overrides(overrides, {"log": {"progress": False}})
+    cfg = C.load(args.job, overrides)
+
+    from mpi4py import MPI
+
+    from .fl.run import run, run_paths
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() < 2:
+        print("fedsqueeze run: needs at least 2 MPI ranks (rank 0 serves, the others host "
+              f"clients); try: mpiexec -n 4 python -m fedsqueeze run {args.job}", file=sys.stderr)
+        return 2
+    resume = args.resume or (args.resume_if_possible and (run_paths(cfg)["ckpt"] /
+                                                          "server.npz").exists())
+    try:
+        result = run(cfg, comm, resume=resume, progress=not args.no_progress)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            _abort(comm, int(exc.code) if isinstance(exc.code, int) else 1)
+        raise
+    except BaseException:
+        # rank 0 has already closed the HDF5 log with the error recorded; the other ranks may be
+        # blocked in a receive that will never complete, so end the whole job now.
+        import traceback
+
+        traceback.print_exc()
+        _abort(comm, 1)
+        raise
+    if comm.Get_rank() == 0:
+        h5 = result["h5"]
+        final = result.get("final", {})
+        print(f"fedsqueeze: {cfg.fl.rounds} rounds in {result['seconds']:.1f} s, "
+              f"test accuracy {final.get('test_accuracy', float('nan')):.4f}, "
+              f"{result['bytes_up'] / 1e6:.3f} MB up, {result['bytes_down'] / 1e6:.3f} MB down")
+        print(f"HDF5 log: {h5}")
+        if args.plot:
+            from .analysis import report
+
+            out = report([h5], str(Path(h5).with_suffix("")) + "_report")
+            png = out.get("plots", {}).get("accuracy_vs_mb") if isinstance(out, dict) else None
+            if png:
+                print(f"plot: {png}")
+    return 0
+
+
+def _abort(comm, code: int) -> None:
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if comm.Get_size() > 1:
+        comm.Abort(code)
+
+
+def _cmd_info(args) -> int:
+    from .log.summary import summarize
+
+    for p in args.files:
+        print(summarize(p))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .analysis import report
+
+    out = report(args.inputs, args.out, target_accuracy=args.target)
+    for k, v in (out.get("plots", {}) | out.get("tables", {})).items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from tabulate import tabulate
+
+    from .analysis import status
+
+    df = status(args.folder)
+    print(tabulate(df, headers="keys", tablefmt="simple", showindex=False))
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from . import compress
+    from .fl.strategy import methods
+
+    print("codecs: " + ", ".join(compress.available()))
+    print("methods: " + ", ".join(methods()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedsqueeze", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a job (start with mpiexec -n N)")
+    r.add_argument("job", help="job file, e.g. jobs/quickstart.toml")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value (dotted key, TOML value); repeatable")
+    r.add_argument("--out", help="output folder for the HDF5 log (default: log.out = runs)")
+    r.add_argument("--name", help="run name (file stem); default: log.name or the job name")
+    r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    r.add_argument("--resume-if-possible", action="store_true",
+                   help="resume when a checkpoint exists (requeued SLURM tasks)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--plot", action="store_true", help="write the report and plot at the end")
+    r.set_defaults(func=_cmd_run)
+    i = sub.add_parser("info", help="summary of run logs")
+    i.add_argument("files", nargs="+")
+    i.set_defaults(func=_cmd_info)
+    rep = sub.add_parser("report", help="tables and plots from many runs")
+    rep.add_argument("inputs", nargs="+", help="HDF5 files or folders")
+    rep.add_argument("--out", default="report", help="output folder")
+    rep.add_argument("--target", type=float, default=None, help="target accuracy for bytes-to")
+    rep.set_defaults(func=_cmd_report)
+    st = sub.add_parser("status", help="progress of a sweep folder")
+    st.add_argument("folder")
+    st.set_defaults(func=_cmd_status)
+    ls = sub.add_parser("list", help="available codecs and methods")
+    ls.set_defaults(func=_cmd_list)
+    try:
+        from .launch import cli_sweep
+    except ImportError:
+        pass
+    else:
+        cli_sweep.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, LogSchemaError, FileNotFoundError) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,143 @@
+"""Random-k sparsification with a regenerated mask (METHODS.md 6.3).
+
+Payload (after the FL layer's ``u32 n_i``): ``u32 k | f32[k]`` values in increasing index order.
+Bytes ``4 + 4k`` (D = 4,810, rho = 0.01: 200, i.e. 228 on the wire with header and ``n_i``);
+theoretical bits ``32 k``.
+
+The index set is not sent. It is the ``k`` indices with the smallest 64-bit Philox keys
+``(w1 << 32) | w0`` of block ``c0 = index`` (purpose RANDK, ``c1 = c2 = 0``) under the 64-bit
+``seed`` given to :meth:`RandK.encode`; ties go to the smaller index. The receiver needs that seed:
+
+* ``encode`` stores it in ``Encoded.meta["seed"]``, so ``decode`` of an encoder's output works.
+* ``parse(payload, n, seed=...)`` must be given the same seed (``TypeError`` if it is missing).
+  The FL layer knows it without extra bytes: it is ``message_seed(run_seed, t, client)`` for the
+  frame's round and client, or :meth:`RandK.mask_seed` when ``shared=True``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .. import rng
+from ..comm.wire import SectionReader
+from ..kernels.cpu import topk as _topk
+from .base import Compressor, Encoded, as_flat_f32, check_out
+from .registry import register
+from .sparse import check_rho, k_of
+
+__all__ = ["RandK", "randk_indices"]
+
+_PRE = struct.Struct("<I")  # k
+
+
+def randk_indices(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted int64 indices of the ``k`` smallest Philox RANDK keys among ``range(n)``."""
+    k0, k1 = rng.key_of(seed)
+    keys = np.empty(n, dtype=np.uint64)
+    # the kernel relies on u32 wrap-around; without JIT (NUMBA_DISABLE_JIT=1) NumPy warns about it
+    with np.errstate(over="ignore"):
+        _topk.randk_keys(keys, np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.RANDK), k0, k1)
+    out = np.empty(min(k, n), dtype=np.int64)
+    _topk.smallest_k(keys, out.shape[0], np.empty(_topk.HIST_BINS, np.int64), out)
+    return out
+
+
+@register
+class RandK(Compressor):
+    """Keep ``k = max(1, ceil(rho D))`` entries at seeded random positions, scaled by ``D / k``.
+
+    Unbiased (variance factor ``D/k - 1``). The positions are regenerated from the seed, so only
+    the values travel. ``parse`` therefore takes the message seed as a keyword (see the module
+    docstring); ``needs_seed`` tells callers so.
+
+    Parameters
+    ----------
+    rho : float
+        Kept fraction in ``(0, 1]``.
+    shared : bool
+        Same mask for every client of a round. Only :meth:`mask_seed` reads it: the FL layer must
+        then key ``encode`` and ``parse`` with ``mask_seed(run_seed, t, client)``.
+    error_feedback : bool
+        Whether the FL worker keeps residuals for this codec.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> codec = RandK(rho=0.5)
+    >>> x = np.arange(1, 7, dtype=np.float32)
+    >>> enc, _ = codec.encode(x, seed=42)
+    >>> enc.nbytes, codec.theoretical_bits(enc)
+    (16, 96.0)
+    >>> y = codec.decode(codec.parse(enc.payload(), 6, seed=42))
+    >>> bool(np.all((y == 0) | (y == 2 * x))), int(np.count_nonzero(y))
+    (True, 3)
+    """
+
+    codec_id = "randk"
+    stochastic = True
+    needs_seed = True
+    """``parse`` requires ``seed=``: the mask is not on the wire."""
+
+    def __init__(self, *, rho: float = 0.01, shared: bool = False,
+                 error_feedback: bool = False) -> None:
+        self.rho = check_rho(rho)
+        for name, val in (("shared", shared), ("error_feedback", error_feedback)):
+            if not isinstance(val, bool):
+                raise TypeError(f"{name} must be a bool, got {val!r}")
+        self.shared = shared
+        self.error_feedback = error_feedback
+
+    def _params(self):
+        return {"rho": self.rho, "shared": self.shared, "error_feedback": self.error_feedback}
+
+    def mask_seed(self, run_seed: int, t: int, client: int) -> int:
+        """The seed METHODS.md 6.3 keys the mask with: (run_seed, RANDK, round ``t``, stream =
+        ``client``, or 0 when ``shared``)."""
+        stream = 0 if self.shared else int(client)
+        with np.errstate(over="ignore"):  # Philox wraps u32 on purpose (warns without JIT)
+            return rng.derive_seed(run_seed, purpose=rng.Purpose.RANDK, stream=stream, round=t)
+
+    def encode(self, x, *, seed: int, state=None):
+        v = as_flat_f32(x)
+        n = v.shape[0]
+        k = k_of(self.rho, n)
+        idx = randk_indices(n, k, seed)
+        return Encoded({"k": k, "seed": int(seed)}, (_PRE.pack(k), v[idx].astype("<f4")), n), state
+
+    def parse(self, payload, n: int, *, seed: int | None = None) -> Encoded:
+        """Validate ``payload`` for ``n`` elements; ``seed`` is the encoder's seed (required)."""
+        r = SectionReader(payload, self.codec_id)
+        (k,) = r.struct(_PRE, "preamble")
+        expected = k_of(self.rho, n)
+        self._require(k == expected, f"randk: k = {k}, expected {expected} for D = {n}, "
+                                     f"rho = {self.rho}")
+        values = r.array("<f4", k, "values")
+        r.finish()
+        if seed is None:
+            raise TypeError("randk.parse(payload, n, seed=...) needs the encoder's seed: the mask "
+                            "is regenerated from it (the FL layer passes message_seed(run_seed, "
+                            "round, client))")
+        rng.key_of(seed)  # range check
+        return Encoded({"k": k, "seed": int(seed)}, (_PRE.pack(k), values), n)
+
+    def decode(self, enc: Encoded, *, out=None):
+        out = check_out(out, enc.n)
+        k = enc.meta["k"]
+        idx = randk_indices(enc.n, k, enc.meta["seed"])
+        out[:] = 0.0
+        if k:
+            scale = np.float32(enc.n / k)
+            out[idx] = scale * np.frombuffer(enc.sections[1], dtype="<f4", count=k)
+        return out
+
+    def max_nbytes(self, n: int) -> int:
+        return _PRE.size + 4 * k_of(self.rho, n)
+
+    def theoretical_bits(self, enc: Encoded) -> float:
+        return 32.0 * enc.meta["k"]
+
+    def diagnostics(self, enc: Encoded) -> dict[str, float]:
+        k = enc.meta["k"]
+        return {"kept_fraction": k / enc.n if enc.n else 0.0, "k": float(k)}

@@ -1,0 +1,185 @@
+"""One federated run on a communicator: every rank calls :func:`run`. Rank 0 serves and writes
+the HDF5 log; ranks 1..P-1 are workers. Checkpoints and ``--resume`` live here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import RunConfig
+from ..errors import WorkerLost
+from .world import build_world
+
+__all__ = ["run", "run_paths", "RunResult"]
+
+
+class RunResult(dict):
+    """Summary returned on rank 0 (``h5`` path, totals, final row); empty on workers."""
+
+
+def run_paths(cfg: RunConfig) -> dict[str, Path]:
+    out = Path(cfg.log.out)
+    name = cfg.log.name or cfg.name
+    return {"h5": out / f"{name}.h5", "ckpt": out / f"{name}.ckpt",
+            "state": out / f"{name}.client_state", "plot": out / f"{name}.png"}
+
+
+def _save_checkpoint(server, paths, t: int) -> Path:
+    """Server state + every worker's client-state snapshot, written atomically."""
+    from ..comm.tags import SYSTEM_CLIENT, Kind
+    from ..comm.wire import pack_frame
+    from . import protocol as P
+
+    ck = paths["ckpt"]
+    ck.mkdir(parents=True, exist_ok=True)
+    for w in server.workers:
+        task = P.TaskList(P.Cmd.CHECKPOINT, t, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                          np.zeros(0, bool), 0)
+        server.tx.send(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(), round=t,
+                                                        client=SYSTEM_CLIENT))
+    for w in server.workers:
+        server.tx.recv_frame(w, int(Kind.METRICS), timeout=server.cfg.fl.worker_timeout_s)
+    state = {f"strategy/{k}": np.asarray(v) for k, v in server.strategy.state_dict().items()}
+    tmp = ck / "server.tmp.npz"
+    np.savez(tmp, next_round=np.int64(t), totals=np.array([server.total_up, server.total_down]),
+             n_workers=np.int64(len(server.workers)), **state)
+    os.replace(tmp, ck / "server.npz")
+    return ck
+
+
+def _load_checkpoint(paths) -> tuple[int, dict, np.ndarray] | None:
+    f = paths["ckpt"] / "server.npz"
+    if not f.exists():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        state = {k[len("strategy/"):]: z[k] for k in z.files if k.startswith("strategy/")}
+        return int(z["next_round"]), state, z["totals"]
+
+
+def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Run ``cfg`` on ``comm`` (all ranks). Returns the summary on rank 0."""
+    from ..comm.transport import MPITransport
+
+    if comm.Get_size() < 2:
+        raise SystemExit("fedsqueeze run needs at least 2 MPI ranks (1 server + workers): "
+                         "mpiexec -n 4 python -m fedsqueeze run ...")
+    tx = MPITransport(comm)
+    world = build_world(cfg)
+    paths = run_paths(cfg)
+    ck = _load_checkpoint(paths) if resume else None
+    if tx.rank != 0:
+        from .worker import Worker
+
+        worker = Worker(world, tx, state_dir=paths["state"], ckpt_dir=paths["ckpt"])
+        if ck is not None:
+            snap_mem = paths["ckpt"] / f"rank{tx.rank}.state.npz"
+            snap_disk = paths["ckpt"] / "client_state"
+            if hasattr(worker.store, "restore"):
+                if snap_mem.exists():
+                    worker.store.restore(snap_mem)
+                elif snap_disk.exists():
+                    worker.store.restore(snap_disk)
+        worker.run()
+        return RunResult()
+    return _serve(cfg, world, tx, paths, ck, progress)
+
+
+def _serve(cfg, world, tx, paths, ck, progress) -> RunResult:
+    from ..log.writer import RunWriter, collect_provenance
+    from .server import Preempted, Server
+
+    paths["h5"].parent.mkdir(parents=True, exist_ok=True)
+    start, state = (ck[0], ck[1]) if ck else (0, None)
+    meta = collect_provenance(tx.size, _mpi_library())
+    meta.update({"run_seed": cfg.seed, "method": cfg.fl.method, "codec_up": cfg.compress.up["id"],
+                 "codec_down": cfg.compress.down["id"], "dataset": cfg.data.name,
+                 "n_clients": cfg.data.clients, "n_workers": tx.size - 1,
+                 "resumed_from_round": start})
+    strategy_cols = list(getattr(world.strategy_cls, "round_columns", []))
+    round_cols = [("n_received", "u4"), ("n_rejected", "u4"), ("n_missing", "u4"),
+                  ("distortion", "f8"), ("kept_fraction", "f8"),
+                  ("compression_ratio", "f8")] + strategy_cols
+    client_cols = [("sent_bytes", "u8"), ("status", "u1")]
+    h5 = paths["h5"]
+    if ck is not None and h5.exists():
+        h5 = h5.with_name(f"{h5.stem}.resume{start}.h5")
+    bar = _progress_bar(cfg, start) if progress else None
+    with RunWriter(h5, config=cfg.to_dict(), meta=meta, n_params=world.n_params,
+                   round_columns=round_cols, client_columns=client_cols) as log:
+        log.write_partition(world.parts)
+        server = Server(world, tx, log, start_round=start, strategy_state=state,
+                        checkpoint=lambda t, s: _save_checkpoint(s, paths, t),
+                        progress=bar.update if bar else None)
+        if ck is not None:
+            server.total_up, server.total_down = int(ck[2][0]), int(ck[2][1])
+        t0 = time.perf_counter()
+        try:
+            summary = server.run()
+        except Preempted as exc:
+            log.set_status("preempted", error=str(exc))
+            log.write_model(server.strategy.weights)
+            _close(bar)
+            server.stop_workers(-1)
+            print(f"fedsqueeze: preempted; resume with --resume ({paths['ckpt']})",
+                  file=sys.stderr)
+            raise SystemExit(3) from None
+        except (WorkerLost, Exception) as exc:  # noqa: BLE001 - log every failure, then re-raise
+            log.event(-1, "error", type(exc).__name__, f"{exc}\n{traceback.format_exc()}")
+            log.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            log.write_model(server.strategy.weights)
+            log.flush()
+            _close(bar)
+            raise
+        server.stop_workers(cfg.fl.rounds)
+        log.write_model(server.strategy.weights)
+        log.set_status("completed", last_round=cfg.fl.rounds - 1)
+        _close(bar)
+    summary.update(h5=str(h5), seconds=time.perf_counter() - t0)
+    return RunResult(summary)
+
+
+class _Bar:
+    def __init__(self, total: int, start: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=start, unit="round", dynamic_ncols=True,
+                        file=sys.stderr, disable=None)
+
+    def update(self, t: int, row: dict, total_bytes: int) -> None:
+        acc = row.get("test_accuracy", float("nan"))
+        self.bar.set_postfix_str(f"acc={acc:.3f} sent={total_bytes / 1e6:.2f} MB", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(cfg, start: int) -> _Bar | None:
+    if not cfg.log.progress:
+        return None
+    return _Bar(cfg.fl.rounds, start)
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+def _mpi_library() -> str:
+    try:
+        from mpi4py import MPI
+
+        return MPI.Get_library_version().strip().splitlines()[0]
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def config_json(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=1, sort_keys=True)

@@ -1,0 +1,96 @@
+"""Per-virtual-client state (error-feedback residuals, warm starts): in memory or on disk.
+
+Keys are ``(prefix, client)`` tuples; values are NumPy arrays. ``DiskStore`` keeps one ``.npy``
+file per key under a folder (shared file systems let any worker host any client), with a small
+in-memory LRU cache, so 10,000 clients with residuals do not have to fit in RAM.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MemoryStore", "DiskStore"]
+
+
+class MemoryStore(dict):
+    """A dict with :meth:`nbytes` (the memory residuals take)."""
+
+    def nbytes(self) -> int:
+        return int(sum(getattr(v, "nbytes", 0) for v in self.values()))
+
+    def snapshot(self, path: str | os.PathLike) -> None:
+        arrays = {f"{k[0]}|{k[1]}": v for k, v in self.items()}
+        np.savez(Path(path), **arrays)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        self.clear()
+        with np.load(Path(path)) as z:
+            for name in z.files:
+                prefix, client = name.split("|", 1)
+                self[(prefix, int(client))] = z[name]
+
+
+class DiskStore:
+    """A mapping of ``(prefix, client) -> ndarray`` backed by ``folder/<prefix>-<client>.npy``."""
+
+    def __init__(self, folder: str | os.PathLike, cache_items: int = 64) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.cache: collections.OrderedDict = collections.OrderedDict()
+        self.cache_items = cache_items
+
+    def _path(self, key) -> Path:
+        prefix, client = key
+        return self.folder / f"{prefix}-{int(client)}.npy"
+
+    def get(self, key, default=None):
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        p = self._path(key)
+        if not p.exists():
+            return default
+        v = np.load(p)
+        self._remember(key, v)
+        return v
+
+    def __getitem__(self, key):
+        v = self.get(key)
+        if v is None:
+            raise KeyError(key)
+        return v
+
+    def __setitem__(self, key, value) -> None:
+        value = np.ascontiguousarray(value)
+        tmp = self._path(key).with_suffix(".tmp.npy")
+        np.save(tmp, value)
+        os.replace(tmp, self._path(key))  # atomic: a crash never leaves half a residual
+        self._remember(key, value)
+
+    def __contains__(self, key) -> bool:
+        return key in self.cache or self._path(key).exists()
+
+    def _remember(self, key, value) -> None:
+        self.cache[key] = value
+        self.cache.move_to_end(key)
+        while len(self.cache) > self.cache_items:
+            self.cache.popitem(last=False)
+
+    def nbytes(self) -> int:
+        return int(sum(p.stat().st_size for p in self.folder.glob("*.npy")))
+
+    def snapshot(self, path: str | os.PathLike) -> None:
+        dst = Path(path)
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(self.folder, dst)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        self.cache.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.copytree(Path(path), self.folder)

@@ -1,0 +1,111 @@
+"""Count sketch kernels (Charikar, Chen, Farach-Colton, ICALP 2002), METHODS.md section 6.9.
+
+Row ``j`` hashes coordinate ``i`` with one Philox4x32-10 block, counter
+``(c0 = i, c1 = j, c2 = 0, c3 = SKETCH_HASH << 24)`` keyed by the run-level hash seed:
+
+* bucket ``h_j(i) = (w0 * c) >> 32`` in ``[0, c)``,
+* sign ``s_j(i) = 1 - 2 (w1 & 1)``.
+
+Every kernel takes the scalars as one tuple ``params = (c, k0, k1, c3)`` of ``np.uint32``
+(:func:`fedsqueeze.compress.countsketch.CountSketch.params` builds it). The integer hashing and the
+median are plain functions (:func:`bucket_sign_of`, :func:`median_insert`, :func:`median_of`)
+compiled here with ``njit`` and by ``kernels/cuda/sketch.py`` as device functions, so CPU and CUDA
+hash byte-identically and take medians with the same float32 operations.
+
+>>> import numpy as np
+>>> from fedsqueeze import rng
+>>> params = (np.uint32(16), np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.SKETCH_HASH))
+>>> x = np.array([1.0, 0.0, -2.0, 0.5], np.float32)
+>>> table = np.zeros((5, 16), np.float32)
+>>> sketch_insert(x, table, params)
+>>> out = np.empty(4, np.float32)
+>>> sketch_query(table, out, params)
+>>> bool((out == x).all())  # a 3-sparse vector in 5 rows of 16 buckets: the medians recover it
+True
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..config import NJIT
+from .philox import philox4x32
+
+__all__ = ["MAX_ROWS", "bucket_sign_of", "median_insert", "median_of", "sketch_hashes",
+           "sketch_insert", "sketch_query"]
+
+MAX_ROWS = 32
+"""Largest number of sketch rows (size of the per-coordinate scratch of the median query)."""
+
+
+def bucket_sign_of(w0, w1, c):  # pragma: no cover - compiled (CPU and CUDA)
+    """``(bucket, sign)`` from Philox words ``w0``, ``w1`` for a row of ``c`` buckets."""
+    b = np.int64((np.uint64(w0) * np.uint64(c)) >> np.uint64(32))
+    s = np.float32(1.0) - np.float32(2.0) * np.float32(w1 & np.uint32(1))
+    return b, s
+
+
+def median_insert(vals, m, v):  # pragma: no cover - compiled (CPU and CUDA)
+    """Insert ``v`` into the sorted prefix ``vals[:m]`` (insertion sort step)."""
+    p = m
+    while p > 0 and vals[p - 1] > v:
+        vals[p] = vals[p - 1]
+        p -= 1
+    vals[p] = v
+
+
+def median_of(vals, r):  # pragma: no cover - compiled (CPU and CUDA)
+    """Median of the sorted ``vals[:r]``; for even ``r`` the float32 mean of the middle two."""
+    h = r // 2
+    if r % 2 == 1:
+        return vals[h]
+    return np.float32(np.float32(vals[h - 1] + vals[h]) * np.float32(0.5))
+
+
+_bucket_sign = nb.njit(**NJIT)(bucket_sign_of)
+_median_insert = nb.njit(**NJIT)(median_insert)
+_median_of = nb.njit(**NJIT)(median_of)
+
+
+@nb.njit(**NJIT)
+def _hash(i, j, params):  # pragma: no cover - compiled
+    w0, w1, w2, w3 = philox4x32(np.uint32(i), np.uint32(j), np.uint32(0), params[3], params[1],
+                                params[2])
+    return _bucket_sign(w0, w1, params[0])
+
+
+@nb.njit(**NJIT)
+def sketch_hashes(idx, buckets, signs, params):  # pragma: no cover - compiled
+    """``buckets[j, t] = h_j(idx[t])`` (int64) and ``signs[j, t] = s_j(idx[t])`` (float32)."""
+    for j in range(buckets.shape[0]):
+        for t in range(idx.shape[0]):
+            b, s = _hash(idx[t], j, params)
+            buckets[j, t] = b
+            signs[j, t] = s
+
+
+@nb.njit(**NJIT)
+def sketch_insert(x, table, params):  # pragma: no cover - compiled
+    """``table[j, h_j(i)] += s_j(i) * x[i]`` for every row ``j`` and coordinate ``i`` (float32).
+
+    Rows are filled one after another in increasing ``i``; zeros are skipped (they add nothing).
+    """
+    for j in range(table.shape[0]):
+        for i in range(x.shape[0]):
+            v = x[i]
+            if v != 0:
+                b, s = _hash(i, j, params)
+                table[j, b] += s * v
+
+
+@nb.njit(**NJIT)
+def sketch_query(table, out, params):  # pragma: no cover - compiled
+    """``out[i] = median_j s_j(i) * table[j, h_j(i)]`` for ``i`` in ``[0, len(out))``."""
+    r = table.shape[0]
+    vals = np.empty(MAX_ROWS, dtype=np.float32)  # scratch, not an output
+    for i in range(out.shape[0]):
+        for j in range(r):
+            b, s = _hash(i, j, params)
+            _median_insert(vals, j, np.float32(s * table[j, b]))
+        out[i] = _median_of(vals, r)

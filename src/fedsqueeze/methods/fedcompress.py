@@ -1,0 +1,562 @@
+"""FedCompress (Tsouvalas et al., ICASSP 2024): client weight clustering, server distillation of
+the FedAvg aggregate into a clustered student on OOD data, adaptive cluster count (METHODS.md 3).
+
+Registered methods (``fl.method``), all with ``[method]`` options validated below:
+
+``fedcompress``        client: local CE training, k-means++ weight clustering and fine-tuning,
+                       clustered upload; server: FedAvg, distillation into a k-clustered student,
+                       clustered downlink, the cluster-count controller of METHODS.md 3.2.
+``client_clustering``  the same clients; the server only averages (no distillation) and
+                       sends the dense average (METHODS.md 3.3, the reference's ``client``).
+``fedavg_zip``         plain FedAvg that also logs the reference's zip size metric.
+
+Payloads (METHODS.md 3.5; ``ME`` is :mod:`fedsqueeze.compress.clustering`)::
+
+    DOWN fedcompress        u8 k_next | u8[3] 0 | ME(w)
+    DOWN client_clustering  u8 k_next | u8[3] 0 | f32[D]       (k must reach the clients)
+    UP  (score = scalar)    u32 n_i | u32 n_val | f32 val_acc | f32 score | ME(w_i)
+    UP  (embeddings)        u32 n_i | u32 n_val | f32 val_acc | u16 F | u16 0 | f32[n_val F] | ME(w_i)
+
+``n_i`` is the client's whole sample count (the FL layer checks it); the server weights the
+average by ``n_i - n_val``, the training split, as the reference. Non-trainable buffers are not
+sent (``D_buf = 0``; the framework's flat vector holds parameters only). Theoretical bits are
+those of ``ME`` (or ``32 D`` for a dense model).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import time
+import zipfile
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from .. import rng
+from ..comm.tags import SYSTEM_CLIENT, Flag
+from ..comm.wire import SectionReader, pad4
+from ..compress.clustering import K_MAX, K_MIN, decode_parts, encode_parts, read_parts
+from ..data.partition import validation_split
+from ..errors import ConfigError, UpdateRejected, WireFormatError
+from ..fl.aggregate import StreamingMean
+from ..fl.strategy import (UP_PRE, ClientProgram, Downlink, FedAvg, FedAvgClient, Strategy,
+                           Upload, register_method)
+from ..fl.train import evaluate, flat_params, set_flat_params
+from .weight_clustering import WeightSharing, clustered_mask, distill, model_layout
+
+__all__ = ["ControllerOptions", "KDOptions", "OODOptions", "ClusteringOptions",
+           "FedCompressOptions", "should_grow", "effective_rank", "embeddings", "zip_size",
+           "FedCompress", "FedCompressClient", "ClientClustering", "ClientClusteringClient",
+           "FedAvgZip"]
+
+_K_PRE = struct.Struct("<B3x")
+_UP_SCALAR = struct.Struct("<Iff")
+_UP_EMB = struct.Struct("<IfHH")
+
+
+class _Opts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ControllerOptions(_Opts):
+    """Cluster-count controller (METHODS.md 3.2; defaults = the reference's ``run.py``)."""
+
+    k_init: int = Field(8, ge=K_MIN, le=K_MAX)
+    k_max: int = Field(30, ge=K_MIN, le=K_MAX)
+    step: int = Field(1, ge=1)
+    init_rounds: int = Field(3, ge=1)
+    window: int = Field(3, ge=1)
+    patience: int = Field(4, ge=1)
+    limit: float = Field(0.01, ge=0)
+    base: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> ControllerOptions:
+        if self.k_max < self.k_init:
+            raise ValueError(f"k_max = {self.k_max} < k_init = {self.k_init}")
+        return self
+
+
+class KDOptions(_Opts):
+    """Server distillation: Adam, ``KL(teacher || student)`` at temperature ``T``."""
+
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    temperature: float = Field(2.0, gt=0)
+    t2: bool = False
+
+
+class OODOptions(_Opts):
+    """Distillation data: ``"dead_leaves"`` (Philox OOD_GEN) or ``"folder:<path>"``."""
+
+    source: str = "dead_leaves"
+    size: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _src(self) -> OODOptions:
+        if self.source != "dead_leaves" and not (self.source.startswith("folder:")
+                                                 and len(self.source) > 7):
+            raise ValueError(f"source = {self.source!r}, expected 'dead_leaves' or 'folder:<path>'")
+        return self
+
+
+class ClusteringOptions(_Opts):
+    """Client side (and ``client_clustering``): options under ``[method]``."""
+
+    controller: ControllerOptions = Field(default_factory=ControllerOptions)
+    cluster_layers: Literal["auto", "conv", "conv+linear"] = "auto"
+    cluster_epochs: int = Field(5, ge=0)
+    cluster_lr: float = Field(5e-4, gt=0)
+    kmeans_iters: int = Field(0, ge=0, le=1000)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    score: Literal["scalar", "embeddings"] = "scalar"
+    zip_metric: bool = True
+
+
+class FedCompressOptions(ClusteringOptions):
+    """``fedcompress``: the client options plus distillation and OOD data."""
+
+    kd: KDOptions = Field(default_factory=KDOptions)
+    ood: OODOptions = Field(default_factory=OODOptions)
+
+
+class ZipOptions(_Opts):
+    """``fedavg_zip``."""
+
+    zip_metric: bool = True
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+def should_grow(history: Sequence[tuple[float, float, int]], c: ControllerOptions) -> bool:
+    """METHODS.md 3.2: grow ``k`` after round ``n`` of ``history`` rows ``(acc, score, k)``?"""
+    n = len(history)
+    if n < max(c.init_rounds, 2):
+        return False
+    k_n = history[-1][2]
+    if k_n >= c.k_max or sum(1 for h in history if h[2] == k_n) < c.patience:
+        return False
+
+    def rolling(col: int, j: int) -> float:  # pandas rolling(window, min_periods=1).mean()
+        vals = [history[i][col] for i in range(max(0, j - c.window + 1), j + 1)]
+        vals = [v for v in vals if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    da = rolling(0, n - 1) - rolling(0, n - 2)
+    ds = rolling(1, n - 1) - rolling(1, n - 2)
+    den = c.base * (k_n - c.k_init)
+    den = 1.0 if den == 0 else den
+    return bool(da <= c.limit / den and ds <= 10 * c.limit / den)
+
+
+def effective_rank(e: np.ndarray) -> float:
+    """Roy-Vetterli effective rank of L2-normalised rows (reference ``compute_score``); NaN if empty."""
+    e = np.asarray(e, dtype=np.float64)
+    if e.ndim != 2 or e.size == 0:
+        return math.nan
+    e = e / np.sqrt(np.maximum((e * e).sum(axis=1, keepdims=True), 1e-12))
+    s = np.linalg.svd(e, compute_uv=False)
+    if s.sum() <= 0:
+        return math.nan
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+@torch.no_grad()
+def embeddings(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    """Pooled features: the ``embedding`` stage, else the input of the last ``nn.Linear``."""
+    model.eval()
+    if "embedding" in model._modules and hasattr(model, "embed"):
+        fn = model.embed
+    else:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__}: no 'embedding' stage and no nn.Linear")
+
+        def fn(xb: torch.Tensor) -> torch.Tensor:
+            got: list[torch.Tensor] = []
+            h = linears[-1].register_forward_pre_hook(lambda _m, a: got.append(a[0]))
+            try:
+                model(xb)
+            finally:
+                h.remove()
+            return got[-1].reshape(xb.shape[0], -1)
+    outs = [fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)]
+    return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+
+
+def zip_size(w: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> int:
+    """Reference size metric (METHODS.md 3.4 item 2): zip-DEFLATE bytes of an HDF5 file with one
+    uncompressed float32 dataset per tensor."""
+    import h5py
+
+    bio, pos = io.BytesIO(), 0
+    with h5py.File(bio, "w") as f:
+        for i, s in enumerate(shapes):
+            n = math.prod(s)
+            f.create_dataset(f"t{i:04d}", data=np.asarray(w[pos:pos + n], np.float32).reshape(s))
+            pos += n
+    zb = io.BytesIO()
+    with zipfile.ZipFile(zb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo("model.h5", (1980, 1, 1, 0, 0, 0)), bio.getvalue(),
+                   compress_type=zipfile.ZIP_DEFLATED)
+    return len(zb.getvalue())
+
+
+def _read_k(r: SectionReader, what: str) -> int:
+    pre = r.bytes(4, f"{what} k_next")
+    (k,) = _K_PRE.unpack(pre)
+    if not K_MIN <= k <= K_MAX or pre[1:].tobytes() != b"\0\0\0":
+        raise WireFormatError(f"{what}: k_next = {k} (expected {K_MIN}..{K_MAX}, zero padding)")
+    return k
+
+
+def _client_factory(ctx: Any):
+    """The run's model builder on a worker (``ctx.model_factory`` if the FL layer provides it)."""
+    f = getattr(ctx, "model_factory", None)
+    if f is not None:
+        return f
+
+    def build() -> nn.Module:
+        from ..data.datasets import load_dataset
+        from ..models import build_model
+
+        d, seed = ctx.cfg.data, ctx.cfg.seed
+        ds = load_dataset(d.name, seed=seed, path=d.path, **d.options)
+        return build_model(ctx.cfg.model.name, input_shape=tuple(ds.input_shape),
+                           num_classes=int(ds.num_classes), seed=seed)
+    return build
+
+
+# -- client -------------------------------------------------------------------------------------
+class FedCompressClient(ClientProgram):
+    """Receive (clustered or dense) model and ``k``; train, cluster, fine-tune; upload ME."""
+
+    down_clustered: ClassVar[bool] = True
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.opts = ctx.options
+        self._factory = _client_factory(ctx)
+        self._layout: tuple | None = None
+        self._mask: list[bool] | None = None
+        self._k: dict[int, int] = {}
+        self._pending: dict[int, dict[str, Any]] = {}
+
+    def _ensure_layout(self, model: nn.Module | None = None) -> None:
+        if self._layout is None:
+            m = model if model is not None else self._factory()
+            self._mask = clustered_mask(m, self.opts.cluster_layers)
+            self._layout = model_layout(m, self.opts.cluster_layers)
+            if sum(n for n, _ in self._layout) != self.ctx.n_params:
+                raise ConfigError(f"model has {sum(n for n, _ in self._layout)} parameters, "
+                                  f"the run {self.ctx.n_params}")
+
+    def receive(self, t: int, client: int, flags: int, payload) -> np.ndarray:
+        self._ensure_layout()
+        r = SectionReader(payload, "DOWN_MODEL")
+        k = _read_k(r, "DOWN_MODEL")
+        if self.down_clustered:
+            parts, _ = read_parts(r, self._layout, k=k)
+            w = decode_parts(parts, self._layout, np.empty(self.ctx.n_params, np.float32))
+        else:
+            w = r.array("<f4", self.ctx.n_params, "weights").copy()
+        r.finish()
+        self._k[client] = k
+        return w
+
+    def _fit(self, forward, model, trainer, idx, client, t, epochs, sub0, opt) -> tuple[float, int]:
+        model.train()
+        cfg = trainer.cfg
+        steps, last = 0, math.nan
+        for e in range(epochs):
+            order = rng.permutation(self.ctx.cfg.seed, idx.shape[0],
+                                    purpose=rng.Purpose.DATA_SHUFFLE, stream=client, round=t,
+                                    sub_id=sub0 + e)
+            sel = torch.from_numpy(idx[order])
+            total, seen = 0.0, 0
+            for i in range(0, idx.shape[0], cfg.batch_size):
+                if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    break
+                j = sel[i:i + cfg.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(forward(trainer.x[j]), trainer.y[j])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * j.shape[0]
+                seen += j.shape[0]
+                steps += 1
+            if seen:
+                last = total / seen
+        return last, steps
+
+    def train(self, t: int, client: int, trainer, w: np.ndarray):
+        model = trainer.model
+        self._ensure_layout(model)
+        if client not in self._k:
+            raise RuntimeError(f"client {client}: train() before receive()")
+        k = self._k.pop(client)
+        o, seed = self.opts, self.ctx.cfg.seed
+        set_flat_params(model, w)
+        trainer.seed_framework(client, t)
+        tr, va = validation_split(trainer.parts[client], o.validation_fraction, seed, client)
+        e1 = trainer.cfg.epochs
+        loss, s1 = self._fit(model, model, trainer, tr, client, t, e1, 0,
+                             trainer.make_optimizer(model.parameters()))
+        ws = WeightSharing(model, self._mask, k, seed=seed, stream=client, round=t,
+                           iters=o.kmeans_iters)
+        opt = trainer.make_optimizer(ws.parameters(), lr=o.cluster_lr)
+        loss2, s2 = self._fit(ws, model, trainer, tr, client, t, o.cluster_epochs, e1, opt)
+        parts = ws.strip()
+        iv = torch.from_numpy(va)
+        acc = evaluate(model, trainer.x[iv], trainer.y[iv])[1] if va.size else 0.0
+        emb = embeddings(model, trainer.x[iv]) if va.size else np.zeros((0, 0), np.float32)
+        self._pending[client] = {"parts": parts, "k": k, "n_val": int(va.size), "acc": acc,
+                                 "score": effective_rank(emb), "emb": emb}
+        return flat_params(model), {"loss": loss2 if s2 else loss, "steps": s1 + s2,
+                                    "samples": int(tr.size)}
+
+    def encode(self, t: int, client: int, update, n: int) -> Upload:
+        p = self._pending.pop(client)
+        me, bits = encode_parts(p["parts"], self._layout)
+        if self.opts.score == "scalar":
+            head: tuple = (UP_PRE.pack(n), _UP_SCALAR.pack(p["n_val"], p["acc"], p["score"]))
+        else:
+            emb = np.ascontiguousarray(p["emb"], dtype="<f4")
+            f = emb.shape[1] if emb.ndim == 2 else 0
+            head = (UP_PRE.pack(n), _UP_EMB.pack(p["n_val"], p["acc"], f, 0), emb.reshape(-1))
+        return Upload(head + tuple(me), bits, {"k": float(p["k"]), "val_accuracy": p["acc"]})
+
+
+class ClientClusteringClient(FedCompressClient):
+    """Client of ``client_clustering``: the downlink is dense (plus ``k``)."""
+
+    down_clustered = False
+
+
+# -- server -------------------------------------------------------------------------------------
+class FedCompress(Strategy):
+    """Server of ``fedcompress``: FedAvg of clustered models, controller, distillation."""
+
+    distill: ClassVar[bool] = True
+    round_columns: ClassVar[list[tuple[str, str]]] = [
+        ("k_t", "u2"), ("k_next", "u2"), ("val_accuracy", "f8"), ("val_score", "f8"),
+        ("teacher_test_loss", "f8"), ("teacher_test_accuracy", "f8"), ("distill_loss", "f8"),
+        ("t_distill", "f8"), ("model_bytes", "u8"), ("model_zip_bytes", "u8"),
+        ("zip_bytes_up", "u8"), ("zip_bytes_down", "u8")]
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        if ctx.model_factory is None:
+            raise ConfigError(f"{type(self).__name__} needs ServerContext.model_factory")
+        self.opts = ctx.options
+        template = ctx.model_factory()
+        self.shapes = [tuple(p.shape) for p in template.parameters()]
+        self.mask = clustered_mask(template, self.opts.cluster_layers)
+        self.layout = model_layout(template, self.opts.cluster_layers)
+        if sum(n for n, _ in self.layout) != ctx.n_params:
+            raise ConfigError(f"model has {sum(n for n, _ in self.layout)} parameters, "
+                              f"the run {ctx.n_params}")
+        self.k = self.opts.controller.k_init
+        self.history: list[tuple[float, float, int]] = []
+        self.parts: list | None = None  # ME parts of self.w while it is clustered
+        self._ood: torch.Tensor | None = None
+        self._distill_info = (math.nan, 0.0)
+
+    # -- distillation -----------------------------------------------------------------------
+    def ood_data(self) -> torch.Tensor:
+        """The distillation set, generated (or read) once per run."""
+        if self._ood is None:
+            from ..data.datasets import load_dataset
+            from .fedcompress_ood import ood_inputs
+
+            cfg = self.ctx.cfg
+            ds = getattr(self.ctx, "dataset", None) or load_dataset(
+                cfg.data.name, seed=cfg.seed, path=cfg.data.path, **cfg.data.options)
+            self._ood = torch.from_numpy(ood_inputs(ds, self.opts.ood.source,
+                                                    self.opts.ood.size, seed=cfg.seed))
+        return self._ood
+
+    def compress(self, w: np.ndarray, k: int, r: int) -> tuple[np.ndarray, list]:
+        """SELF_COMPRESS: distil ``w`` into a ``k``-clustered student (keys: round ``r``)."""
+        t0 = time.perf_counter()
+        cfg, kd = self.ctx.cfg, self.opts.kd
+        teacher, student = self.ctx.model_factory(), self.ctx.model_factory()
+        set_flat_params(teacher, w)
+        set_flat_params(student, w)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        ws = WeightSharing(student, self.mask, k, seed=cfg.seed, stream=SYSTEM_CLIENT, round=r,
+                           iters=self.opts.kmeans_iters)
+        x = self.ood_data()
+        loss = distill(teacher, ws, x, epochs=kd.epochs, batch_size=kd.batch_size,
+                       make_optimizer=lambda p: torch.optim.Adam(p, lr=kd.lr),
+                       temperature=kd.temperature, t2=kd.t2,
+                       order=lambda e: rng.permutation(cfg.seed, x.shape[0],
+                                                       purpose=rng.Purpose.DATA_SHUFFLE,
+                                                       stream=SYSTEM_CLIENT, round=r, sub_id=e))
+        parts = ws.strip()
+        self._distill_info = (loss, time.perf_counter() - t0)
+        return decode_parts(parts, self.layout, np.empty(self.ctx.n_params, np.float32)), parts
+
+    # -- round ------------------------------------------------------------------------------
+    def begin_round(self, t: int, clients: np.ndarray, n: np.ndarray) -> None:
+        if self.distill and self.parts is None:  # round 0: the reference compresses w_0 too
+            self.w, self.parts = self.compress(self.w, self.k, t)
+        self._round_dl = None
+        self._k_round = self.k
+        self._mean = StreamingMean(self.ctx.n_params)
+        self._val = [0.0, 0.0, 0.0, 0.0]  # sum n_val acc, sum n_val, sum n_val score, its weight
+        self._emb: list[np.ndarray] = []
+        self._zip_up = 0
+        self._n_down = 0
+        self._zip_down_one = 0
+
+    def downlink(self, t: int, client: int) -> Downlink:
+        if self._round_dl is None:
+            pre = _K_PRE.pack(self._k_round)
+            if self.parts is not None:
+                me, bits = encode_parts(self.parts, self.layout)
+                self._round_dl = Downlink((pre, *me), bits, flags=Flag.FULL_MODEL)
+            else:
+                self._round_dl = Downlink((pre, self.w), 32.0 * self.ctx.n_params,
+                                          flags=Flag.FULL_MODEL)
+            if self.opts.zip_metric:
+                self._zip_down_one = zip_size(self.w, self.shapes)
+        self._n_down += 1
+        return self._round_dl
+
+    def accumulate(self, t: int, client: int, n: int, payload) -> dict[str, float]:
+        r = SectionReader(payload, f"UP_UPDATE client {client}")
+        emb = None
+        if self.opts.score == "scalar":
+            n_val, acc, score = r.struct(_UP_SCALAR, "n_val, val_acc, score")
+        else:
+            n_val, acc, f, zero = r.struct(_UP_EMB, "n_val, val_acc, F")
+            if zero:
+                raise WireFormatError(f"{r.what}: non-zero reserved u16 {zero}")
+            emb = r.array("<f4", n_val * f, "embeddings").reshape(n_val, f)
+            score = math.nan
+        if n_val >= n or not 0.0 <= acc <= 1.0:
+            raise WireFormatError(f"{r.what}: n_val = {n_val} of n_i = {n}, val_acc = {acc}")
+        parts, _ = read_parts(r, self.layout, k=self._k_round)
+        r.finish()
+        w_i = decode_parts(parts, self.layout, np.empty(self.ctx.n_params, np.float32))
+        delta = w_i - self.w
+        self.check_update(delta)
+        norm = float(np.linalg.norm(delta.astype(np.float64)))
+        self.sampler.observe(client, norm)
+        self._mean.add(w_i, n - n_val)
+        if n_val:
+            self._val[0] += n_val * acc
+            self._val[1] += n_val
+            if not math.isnan(score):
+                self._val[2] += n_val * score
+                self._val[3] += n_val
+            if emb is not None and emb.size:
+                self._emb.append(emb)
+        if self.opts.zip_metric:
+            self._zip_up += zip_size(w_i, self.shapes)
+        return {"update_norm": norm}
+
+    def end_round(self, t: int) -> dict[str, float]:
+        cols: dict[str, float] = {
+            "k_t": self._k_round, "k_next": self.k, "zip_bytes_up": self._zip_up,
+            "zip_bytes_down": self._zip_down_one * self._n_down}
+        w_bar = self._mean.result()
+        if w_bar is None:
+            return cols
+        lr = self.ctx.cfg.fl.server_lr
+        if lr != 1.0:
+            w_bar = (self.w + np.float32(lr) * (w_bar - self.w)).astype(np.float32)
+        acc = self._val[0] / self._val[1] if self._val[1] else math.nan
+        if self.opts.score == "scalar":
+            score = self._val[2] / self._val[3] if self._val[3] else math.nan
+        else:
+            score = effective_rank(np.concatenate(self._emb)) if self._emb else math.nan
+        if self.ctx.evaluate is not None:
+            cols["teacher_test_loss"], cols["teacher_test_accuracy"] = self.ctx.evaluate(w_bar)
+        self.history.append((acc, score, self._k_round))
+        if should_grow(self.history, self.opts.controller):
+            self.k = min(self.k + self.opts.controller.step, self.opts.controller.k_max)
+        if self.distill:
+            self.w, self.parts = self.compress(w_bar, self.k, t + 1)
+            cols["distill_loss"], cols["t_distill"] = self._distill_info
+            cols["model_bytes"] = sum(pad4(memoryview(s).nbytes)
+                                      for s in encode_parts(self.parts, self.layout)[0])
+        else:
+            self.w, self.parts = w_bar, None
+            cols["model_bytes"] = 4 * self.ctx.n_params
+        if self.opts.zip_metric:
+            cols["model_zip_bytes"] = zip_size(self.w, self.shapes)
+        cols.update(k_next=self.k, val_accuracy=acc, val_score=score)
+        return cols
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        d = super().state_dict()
+        d["fc.k"] = np.array(self.k)
+        d["fc.history"] = np.array(self.history, np.float64).reshape(-1, 3)
+        for i, part in enumerate(self.parts or []):
+            if isinstance(part, tuple):
+                d[f"fc.cb{i}"], d[f"fc.ids{i}"] = part[0].copy(), part[1].copy()
+        return d
+
+    def load_state_dict(self, d) -> None:
+        super().load_state_dict(d)
+        self.k = int(d["fc.k"])
+        self.history = [(float(a), float(s), int(k)) for a, s, k in np.asarray(d["fc.history"])]
+        if self.distill and "fc.history" in d and len(self.history):
+            self.parts = [(np.asarray(d[f"fc.cb{i}"], np.float32), np.asarray(d[f"fc.ids{i}"],
+                                                                                np.uint8))
+                          if c else self.w[sum(m for m, _ in self.layout[:i]):][:n].copy()
+                          for i, (n, c) in enumerate(self.layout)]
+
+
+class ClientClustering(FedCompress):
+    """Server of ``client_clustering``: FedAvg + controller, dense downlink, no distillation."""
+
+    distill = False
+
+
+class FedAvgZip(FedAvg):
+    """FedAvg that logs the reference's zip size of every message (for zip-based CCR)."""
+
+    round_columns: ClassVar[list[tuple[str, str]]] = [("zip_bytes_up", "u8"),
+                                                      ("zip_bytes_down", "u8")]
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.shapes = ([tuple(p.shape) for p in ctx.model_factory().parameters()]
+                       if ctx.model_factory is not None else [(ctx.n_params,)])
+
+    def begin_round(self, t: int, clients: np.ndarray, n: np.ndarray) -> None:
+        super().begin_round(t, clients, n)
+        self._zip = [0, 0, zip_size(self.w, self.shapes) if self.ctx.options.zip_metric else 0]
+
+    def downlink(self, t: int, client: int) -> Downlink:
+        self._zip[1] += self._zip[2]
+        return super().downlink(t, client)
+
+    def accumulate(self, t: int, client: int, n: int, payload) -> dict[str, float]:
+        out = super().accumulate(t, client, n, payload)
+        if self.ctx.options.zip_metric:
+            delta = self._stack[-1] if self._stack else self.decode_update(t, client, payload)
+            self._zip[0] += zip_size(self.w + delta, self.shapes)
+        return out
+
+    def end_round(self, t: int) -> dict[str, float]:
+        cols = super().end_round(t)
+        return {**cols, "zip_bytes_up": self._zip[0], "zip_bytes_down": self._zip[1]}
+
+
+register_method("fedcompress", FedCompress, FedCompressClient, FedCompressOptions)
+register_method("client_clustering", ClientClustering, ClientClusteringClient, ClusteringOptions)
+register_method("fedavg_zip", FedAvgZip, FedAvgClient, ZipOptions)

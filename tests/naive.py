@@ -1,0 +1,318 @@
+"""Plain-NumPy oracles of the kernels (STYLE.md section 6, the oracle tier).
+
+This module imports only NumPy and never imports fedsqueeze, so an oracle cannot share a bug with
+the code under test. Each engineer appends a clearly headed section.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+# ------------------------------------------------------------------------------------------------
+# IGC (seed 001): Walsh-Hadamard transform and Fastfood projection, METHODS.md section 2.4
+# ------------------------------------------------------------------------------------------------
+
+def hadamard(n: int) -> np.ndarray:
+    """The unnormalised n x n Walsh-Hadamard matrix (Sylvester construction), float64."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"n = {n} is not a power of two")
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def fwht(x: np.ndarray) -> np.ndarray:
+    """``H x`` along the last axis, by matrix product in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x @ hadamard(x.shape[-1])
+
+
+def unpack_sign_bits(bits: np.ndarray, n: int) -> np.ndarray:
+    """+-1.0 signs from packed bits (bit ``i % 8`` of byte ``i // 8``; a set bit means -1)."""
+    b = (np.asarray(bits, dtype=np.uint8)[np.arange(n) // 8] >> (np.arange(n) % 8)) & 1
+    return 1.0 - 2.0 * b
+
+
+def fastfood_matrix(signs: np.ndarray, perms: np.ndarray, gauss: np.ndarray, n_rows: int,
+                    d: int) -> np.ndarray:
+    """The explicit D x d Fastfood matrix from per-block signs (+-1), permutations and
+    Gaussians, each of shape (nb, L): block b is ``c_b H G_b Pi_b H B_b``, rows truncated to
+    ``n_rows`` in total and columns to ``d``, with ``c_b = 1/sqrt(D ||G_b||^2)`` and
+    ``(Pi x)_i = x[perm[i]]``."""
+    nb, L = gauss.shape
+    H = hadamard(L)
+    blocks = []
+    for b in range(nb):
+        P = np.zeros((L, L))
+        P[np.arange(L), perms[b]] = 1.0
+        g = gauss[b].astype(np.float64)
+        c = 1.0 / np.sqrt(n_rows * float(g @ g))
+        blocks.append(c * (H @ np.diag(g) @ P @ H @ np.diag(signs[b].astype(np.float64))))
+    return np.vstack(blocks)[:n_rows, :d]
+
+
+# ------------------------------------------------------------------------------------------------
+# Count sketch (FetchSGD, METHODS.md section 6.9) and PowerSGD (section 6.8)
+# ------------------------------------------------------------------------------------------------
+
+def philox4x32_np(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on arrays of counters (broadcast), as METHODS.md 0.7 writes the rounds:
+    returns the four output words as uint32 arrays."""
+    m32 = np.uint64(0xFFFFFFFF)
+    c = [np.asarray(v, dtype=np.uint64) & m32 for v in np.broadcast_arrays(c0, c1, c2, c3)]
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for r in range(10):
+        if r:
+            k0 = (k0 + np.uint64(0x9E3779B9)) & m32
+            k1 = (k1 + np.uint64(0xBB67AE85)) & m32
+        p0 = np.uint64(0xD2511F53) * c[0]
+        p1 = np.uint64(0xCD9E8D57) * c[2]
+        hi0, lo0 = p0 >> np.uint64(32), p0 & m32
+        hi1, lo1 = p1 >> np.uint64(32), p1 & m32
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+    return [v.astype(np.uint32) for v in c]
+
+
+def count_sketch_hashes(idx, rows: int, cols: int, seed: int):
+    """Buckets ``h_j(i) = (w0 c) >> 32`` (int64) and signs ``1 - 2 (w1 & 1)`` (float32), each
+    ``(rows, len(idx))``, from Philox(c0 = i, c1 = j, c2 = 0, c3 = 12 << 24), key = ``seed``."""
+    idx = np.asarray(idx, dtype=np.uint64)
+    k0, k1 = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+    b = np.empty((rows, idx.shape[0]), np.int64)
+    s = np.empty((rows, idx.shape[0]), np.float32)
+    for j in range(rows):
+        w0, w1, _, _ = philox4x32_np(idx, j, 0, 12 << 24, k0, k1)
+        b[j] = (w0.astype(np.uint64) * np.uint64(cols)) >> np.uint64(32)
+        s[j] = 1.0 - 2.0 * (w1 & 1).astype(np.float32)
+    return b, s
+
+
+def count_sketch(x, rows: int, cols: int, seed: int) -> np.ndarray:
+    """The float32 ``(rows, cols)`` table: ``S[j, h_j(i)] += s_j(i) x_i`` in increasing ``i``."""
+    x = np.asarray(x, dtype=np.float32)
+    b, s = count_sketch_hashes(np.arange(x.shape[0]), rows, cols, seed)
+    table = np.zeros((rows, cols), np.float32)
+    for j in range(rows):
+        np.add.at(table[j], b[j], s[j] * x)
+    return table
+
+
+def count_sketch_query(table, n: int, seed: int) -> np.ndarray:
+    """``median_j s_j(i) S[j, h_j(i)]`` for ``i < n`` (float32; even rows: mean of the middle 2)."""
+    rows, cols = table.shape
+    b, s = count_sketch_hashes(np.arange(n), rows, cols, seed)
+    vals = s * table[np.arange(rows)[:, None], b]
+    return np.median(vals, axis=0).astype(np.float32)
+
+
+def gram_schmidt(a) -> np.ndarray:
+    """Orthonormal columns of ``a`` by classical Gram-Schmidt in float64 (full column rank)."""
+    a = np.asarray(a, dtype=np.float64)
+    q = np.zeros_like(a)
+    for i in range(a.shape[1]):
+        v = a[:, i] - q[:, :i] @ (q[:, :i].T @ a[:, i])
+        q[:, i] = v / np.linalg.norm(v)
+    return q
+
+
+def powersgd_two_phases(m, q0):
+    """Single-worker PowerSGD on one matrix for two rounds in float64 (Vogels et al. 2019):
+    ``P = M Q0`` (approximation ``P Q0^T``), ``P^ = orth(P)``, ``Q = M^T P^`` (approximation
+    ``P^ Q^T``). Returns both approximations and ``P^``; they do not depend on column signs."""
+    m = np.asarray(m, dtype=np.float64)
+    q0 = np.asarray(q0, dtype=np.float64)
+    p = m @ q0
+    p_hat = np.linalg.qr(p)[0]
+    q = m.T @ p_hat
+    return p @ q0.T, p_hat @ q.T, p_hat
+
+
+# ------------------------------------------------------------------------------------------------
+# Sparse codecs: top-k / random-k selection, delta varint, bitmap, Golomb-Rice, STC and HDQ values
+# (METHODS.md sections 0.5, 1.1-1.3, 6.2, 6.3, 6.10)
+# ------------------------------------------------------------------------------------------------
+
+def topk_indices(v, k: int) -> np.ndarray:
+    """Sorted indices of the ``k`` largest ``|v|``, ties by smaller index (full sort)."""
+    a = np.abs(np.asarray(v, dtype=np.float64))
+    order = np.lexsort((np.arange(a.shape[0]), -a))
+    return np.sort(order[:k]).astype(np.int64)
+
+
+def smallest_keys(keys, k: int) -> np.ndarray:
+    """Sorted indices of the ``k`` smallest unsigned ``keys``, ties by smaller index."""
+    keys = np.asarray(keys)
+    order = np.lexsort((np.arange(keys.shape[0]), keys))
+    return np.sort(order[:k]).astype(np.int64)
+
+
+def randk_indices(n: int, k: int, seed: int) -> np.ndarray:
+    """Random-k mask: the ``k`` smallest 64-bit keys ``(w1 << 32) | w0`` of Philox block
+    ``(c0 = i, c1 = 0, c2 = 0, c3 = 11 << 24)`` (purpose RANDK), key = ``seed``."""
+    w0, w1, _, _ = philox4x32_np(np.arange(n), 0, 0, 11 << 24, seed & 0xFFFFFFFF,
+                                 (seed >> 32) & 0xFFFFFFFF)
+    keys = (w1.astype(np.uint64) << np.uint64(32)) | w0.astype(np.uint64)
+    return smallest_keys(keys, k)
+
+
+def gaps(idx) -> list[int]:
+    """``g_0 = i_0``, ``g_j = i_j - i_{j-1} - 1``."""
+    idx = [int(i) for i in idx]
+    return [i - p - 1 for i, p in zip(idx, [-1] + idx[:-1])]
+
+
+def varint_encode(idx) -> bytes:
+    """Delta + unsigned LEB128 bytes of sorted indices (one Python loop per byte)."""
+    out = bytearray()
+    for g in gaps(idx):
+        while True:
+            byte, g = g & 0x7F, g >> 7
+            out.append(byte | (0x80 if g else 0))
+            if not g:
+                break
+    return bytes(out)
+
+
+def bitmap_encode(idx, n: int) -> bytes:
+    """``ceil(n / 8)`` bytes; bit ``i % 8`` of byte ``i // 8`` set iff ``i`` in ``idx``."""
+    bits = np.zeros(8 * ((n + 7) // 8), dtype=np.uint8)
+    bits[np.asarray(idx, dtype=np.int64)] = 1
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def rice_encode(idx, b: int) -> tuple[bytes, int]:
+    """Golomb-Rice stream of the gaps: ``g >> b`` ones, a zero, ``b`` low bits LSB first.
+    Returns ``(bytes, nbits)``."""
+    bits: list[int] = []
+    for g in gaps(idx):
+        bits += [1] * (g >> b) + [0] + [(g >> t) & 1 for t in range(b)]
+    arr = np.zeros(8 * ((len(bits) + 7) // 8), dtype=np.uint8)
+    arr[:len(bits)] = bits
+    return np.packbits(arr, bitorder="little").tobytes(), len(bits)
+
+
+def stc_values(v, k: int) -> np.ndarray:
+    """STC reconstruction: ``mu sign(v_j)`` on the top-k (``mu`` = float32 of the float64 mean
+    of ``|v_j|``; sign bit set iff ``v_j < 0``), 0 elsewhere."""
+    v = np.asarray(v, dtype=np.float32)
+    idx = topk_indices(v, k)
+    mu = np.float32(np.abs(v[idx].astype(np.float64)).mean())
+    out = np.zeros_like(v)
+    out[idx] = np.where(v[idx] < 0, -mu, mu)
+    return out
+
+
+def hdq_values(v, k: int, bits) -> np.ndarray:
+    """HDQ reconstruction with nearest rounding: top-k, equal-count tiers by rank (``|v|``
+    descending, index ascending), per tier ``j = floor((|v| - lo)/(hi - lo) (2^b - 1) + 1/2)``
+    and ``lo + j (hi - lo)/(2^b - 1)`` in float64, rounded to float32, signed."""
+    v = np.asarray(v, dtype=np.float32)
+    a = np.abs(v.astype(np.float64))
+    ranked = np.lexsort((np.arange(v.shape[0]), -a))[:k]
+    out = np.zeros_like(v)
+    H = len(bits)
+    for h, b in enumerate(bits):
+        members = ranked[(h * k) // H:((h + 1) * k) // H]
+        if members.shape[0] == 0:
+            continue
+        mags = a[members]
+        lo, hi, top = mags.min(), mags.max(), 2**b - 1
+        j = np.zeros(members.shape[0]) if hi == lo else np.floor((mags - lo) / (hi - lo) * top + 0.5)
+        rec = (lo + j * (hi - lo) / top).astype(np.float32)
+        out[members] = np.where(v[members] < 0, -rec, rec)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# FedCompress (seed 002): 1-D k-means (assignment, k-means++ seeding, Lloyd), LSB-first id
+# packing, the model encoding ME and a direct convolution, METHODS.md sections 0.5, 3.4 and 3.5
+# ------------------------------------------------------------------------------------------------
+
+def kmeans_assign(x, c) -> np.ndarray:
+    """Nearest centroid of every value: ``argmin_j |x - c_j|`` in float32, ties to the lowest j."""
+    x = np.asarray(x, np.float32)
+    c = np.asarray(c, np.float32)
+    return np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
+
+
+def kmeanspp_seed(x, u) -> np.ndarray:
+    """k-means++ seeding from uniforms ``u`` (one per centre): the first centre is
+    ``x[min(floor(u0 n), n-1)]``; centre s is the first i with cumsum(d2)[i] > u_s sum(d2) and
+    d2[i] > 0 (the last i with d2 > 0 if none); uniform like centre 0 when sum(d2) = 0."""
+    x = np.asarray(x, np.float32)
+    x64 = x.astype(np.float64)
+    n = x.shape[0]
+    pick = min(int(u[0] * n), n - 1)
+    out = [x[pick]]
+    d2 = (x64 - x64[pick]) ** 2
+    for s in range(1, len(u)):
+        cs = np.cumsum(d2)
+        if cs[-1] > 0:
+            hit = np.flatnonzero((cs > u[s] * cs[-1]) & (d2 > 0))
+            pick = int(hit[0]) if hit.size else int(np.flatnonzero(d2 > 0)[-1])
+        else:
+            pick = min(int(u[s] * n), n - 1)
+        out.append(x[pick])
+        d2 = np.minimum(d2, (x64 - x64[pick]) ** 2)
+    return np.array(out, np.float32)
+
+
+def kmeans_lloyd(x, c, iters: int):
+    """Up to ``iters`` Lloyd steps (float64 sums, empty clusters keep their centre), stopping when
+    an assignment pass changes nothing. Returns (centres, ids, steps)."""
+    x = np.asarray(x, np.float32)
+    c = np.array(c, np.float32)
+    idx = kmeans_assign(x, c)
+    changed, steps = x.shape[0] > 0, 0
+    while steps < iters and changed:
+        sums = np.bincount(idx, weights=x.astype(np.float64), minlength=c.shape[0])
+        counts = np.bincount(idx, minlength=c.shape[0])
+        nz = counts > 0
+        c[nz] = (sums[nz] / counts[nz]).astype(np.float32)
+        steps += 1
+        new = kmeans_assign(x, c)
+        changed = bool((new != idx).any())
+        idx = new
+    return c, idx, steps
+
+
+def pack_lsb_first(values, width: int) -> bytes:
+    """Bit-pack: value i occupies stream bits [i w, (i+1) w), stream bit p is bit p % 8 of byte
+    p // 8, least significant bit of a value first; ceil(n w / 8) bytes."""
+    bits = [(int(v) >> t) & 1 for v in values for t in range(width)]
+    out = bytearray((len(bits) + 7) // 8)
+    for p, b in enumerate(bits):
+        out[p // 8] |= b << (p % 8)
+    return bytes(out)
+
+
+def me_bytes(parts, layout) -> bytes:
+    """The FedCompress model encoding: per clustered tensor ``u8 k | 3 zero bytes | f32[k] |
+    packed ids (ceil(log2 k) bits) | zero pad to 4``, every other tensor ``f32[numel]``."""
+    out = b""
+    for part, (numel, clustered) in zip(parts, layout):
+        if clustered:
+            codebook, ids = part
+            k = len(codebook)
+            width = int(np.ceil(np.log2(k)))
+            packed = pack_lsb_first(ids, width)
+            out += bytes([k, 0, 0, 0]) + np.asarray(codebook, "<f4").tobytes() + packed
+            out += bytes(-len(packed) % 4)
+        else:
+            out += np.asarray(part, "<f4").tobytes()
+    return out
+
+
+def conv2d_direct(x, w, b, pad: int) -> np.ndarray:
+    """Stride-1 cross-correlation with zero padding, float64: x (B, C, H, W), w (O, C, kh, kw)."""
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    w = np.asarray(w, np.float64)
+    o_, _, kh, kw = w.shape
+    oh, ow = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    out = np.zeros((x.shape[0], o_, oh, ow))
+    for a in range(kh):
+        for c in range(kw):
+            out += np.einsum("bchw,oc->bohw", x[:, :, a:a + oh, c:c + ow], w[:, :, a, c])
+    return out + np.asarray(b, np.float64)[None, :, None, None]

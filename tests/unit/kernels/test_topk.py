@@ -1,0 +1,89 @@
+"""Radix top-k selection (kernels/cpu/topk.py) against the NumPy oracles of tests/naive.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedsqueeze import rng
+from fedsqueeze.kernels.cpu import topk as K
+from tests import naive
+
+
+def _vector(n: int, kind: str, seed: int) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    if kind == "normal":
+        return g.standard_normal(n).astype(np.float32)
+    if kind == "ties":  # few distinct magnitudes, both signs, +-0.0
+        v = g.choice(np.array([0.0, -0.0, 1.0, -1.0, 2.5, -2.5], np.float32), n)
+        return v.astype(np.float32)
+    if kind == "constant":
+        return np.full(n, -3.0, np.float32)
+    if kind == "extreme":  # subnormals next to values near the float32 maximum
+        return (g.standard_normal(n) * g.choice([1e-42, 1e37], n)).astype(np.float32)
+    raise ValueError(kind)
+
+
+def _topk(v: np.ndarray, k: int) -> np.ndarray:
+    keys = np.empty(v.shape[0], np.uint32)
+    out = np.full(v.shape[0], -1, np.int64)
+    hist = np.empty(K.HIST_BINS, np.int64)
+    count = K.topk_indices(v, k, keys, hist, out)
+    assert count == min(k, v.shape[0])
+    return out[:count]
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "constant", "extreme"])
+@pytest.mark.parametrize("n,k", [(1, 1), (2, 1), (9, 3), (100, 1), (100, 50), (100, 99),
+                                 (100, 100), (3000, 30), (3000, 2999)])
+def test_topk_matches_oracle(kind, n, k):
+    v = _vector(n, kind, seed=n * 7 + k)
+    np.testing.assert_array_equal(_topk(v, k), naive.topk_indices(v, k))
+
+
+@pytest.mark.parametrize("n", [5, 64])
+def test_k_zero_and_k_above_n(n):
+    v = _vector(n, "normal", seed=1)
+    assert _topk(v, 0).shape == (0,)
+    np.testing.assert_array_equal(_topk(v, n + 3), np.arange(n))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ties_prefer_smaller_index(seed):
+    v = np.zeros(40, np.float32)
+    v[[5, 9, 30, 31]] = [-2.0, 2.0, 2.0, -2.0]
+    np.testing.assert_array_equal(_topk(v, 3), [5, 9, 30])
+    np.testing.assert_array_equal(_topk(v, 6), [0, 1, 5, 9, 30, 31])
+
+
+@pytest.mark.parametrize("width", [np.uint32, np.uint64])
+@pytest.mark.parametrize("n,k,seed", [(50, 7, 0), (1000, 10, 1), (1000, 999, 2)])
+def test_smallest_k_matches_oracle(width, n, k, seed):
+    g = np.random.default_rng(seed)
+    keys = g.integers(0, 2**20, n).astype(width) << width(8 * np.dtype(width).itemsize - 20)
+    keys[::4] = keys[1]  # many exact ties
+    out = np.empty(n, np.int64)
+    count = K.smallest_k(keys, k, np.empty(K.HIST_BINS, np.int64), out)
+    np.testing.assert_array_equal(out[:count], naive.smallest_keys(keys, k))
+
+
+@pytest.mark.parametrize("seed", [0, 2**40 + 5])
+def test_randk_keys_match_oracle_philox(seed):
+    n = 300
+    keys = np.empty(n, np.uint64)
+    k0, k1 = rng.key_of(seed)
+    with np.errstate(over="ignore"):  # u32 wrap-around is intended (warns without JIT)
+        K.randk_keys(keys, np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.RANDK), k0, k1)
+    out = np.empty(n, np.int64)
+    count = K.smallest_k(keys, 17, np.empty(K.HIST_BINS, np.int64), out)
+    np.testing.assert_array_equal(out[:count], naive.randk_indices(n, 17, seed))
+
+
+@pytest.mark.parametrize("dtype", [np.float32])
+def test_magnitude_keys_order_like_abs(dtype):
+    v = np.array([0.0, -0.0, 1e-45, -1.0, 1.0, np.inf, -3.5], dtype)
+    keys = np.empty(v.shape[0], np.uint32)
+    K.magnitude_keys(v, keys)
+    assert keys[0] == keys[1] == 0x7FFFFFFF
+    assert keys[3] == keys[4]
+    assert list(np.argsort(keys, kind="stable")) == [5, 6, 3, 4, 2, 0, 1]
