@@ -316,3 +316,153 @@ def conv2d_direct(x, w, b, pad: int) -> np.ndarray:
         for c in range(kw):
             out += np.einsum("bchw,oc->bohw", x[:, :, a:a + oh, c:c + ow], w[:, :, a, c])
     return out + np.asarray(b, np.float64)[None, :, None, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# QSGD / sign family (1/5): Philox words for codec randomness (METHODS.md 0.7)
+# ------------------------------------------------------------------------------------------------
+MASK32 = 0xFFFFFFFF
+
+
+def philox_words(n: int, key: tuple[int, int], c1: int = 0, c2: int = 0, c3: int = 0,
+                 c0_start: int = 0) -> np.ndarray:
+    """``n`` words: word ``i`` is word ``i % 4`` of block ``c0 = c0_start + i // 4``."""
+    nb = (n + 3) // 4
+    c0 = (np.arange(nb, dtype=np.uint64) + np.uint64(c0_start)) & np.uint64(MASK32)
+    words = philox4x32_np(c0, c1, c2, c3, key[0], key[1])
+    return np.stack(words, axis=1).reshape(-1)[:n]
+
+
+# ------------------------------------------------------------------------------------------------
+# QSGD / sign family (2/5): bit packing, LSB first, values may straddle bytes (METHODS.md 0.5)
+# ------------------------------------------------------------------------------------------------
+def pack_bits(codes: np.ndarray, width: int) -> np.ndarray:
+    """``ceil(n * width / 8)`` bytes; bits of ``codes`` above ``width`` are ignored."""
+    c = np.asarray(codes, dtype=np.uint64)
+    bits = (c[:, None] >> np.arange(width, dtype=np.uint64)) & np.uint64(1)
+    stream = bits.reshape(-1).astype(np.uint8)
+    nbytes = (c.shape[0] * width + 7) // 8
+    stream = np.concatenate([stream, np.zeros(8 * nbytes - stream.shape[0], np.uint8)])
+    return (stream.reshape(-1, 8) << np.arange(8, dtype=np.uint8)).sum(axis=1).astype(np.uint8)
+
+
+def unpack_bits(packed: np.ndarray, width: int, n: int) -> np.ndarray:
+    """The first ``n`` values of ``width`` bits (uint64)."""
+    p = np.asarray(packed, dtype=np.uint8)
+    stream = ((p[:, None] >> np.arange(8, dtype=np.uint8)) & 1).reshape(-1)[: n * width]
+    bits = stream.reshape(n, width).astype(np.uint64)
+    return (bits << np.arange(width, dtype=np.uint64)).sum(axis=1).astype(np.uint64)
+
+
+# ------------------------------------------------------------------------------------------------
+# QSGD / sign family (3/5): fixed-order float64 sums, eight lanes (j % 8), combined
+# ((0+1)+(2+3))+((4+5)+(6+7)); segment statistics in pieces of 4096
+# ------------------------------------------------------------------------------------------------
+def lane_sum(values: np.ndarray) -> float:
+    """Sum of float64 ``values`` in the kernels' eight-lane order (sequential within a lane)."""
+    v = np.asarray(values, dtype=np.float64)
+    pad = np.zeros((-v.shape[0]) % 8)
+    rows = np.concatenate([v, pad]).reshape(-1, 8)
+    if rows.shape[0] == 0:
+        return 0.0
+    lanes = np.cumsum(rows, axis=0)[-1]  # cumsum is sequential by definition
+    return float(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                 + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+
+
+def segment_stats(x: np.ndarray, bounds, piece: int = 4096) -> np.ndarray:
+    """``(T, 4)``: ``(sum x, sum x^2, sum |x|, max |x|)`` per segment, pieces added in order."""
+    x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
+    out = np.zeros((len(bounds) - 1, 4))
+    for t in range(len(bounds) - 1):
+        for a in range(int(bounds[t]), int(bounds[t + 1]), piece):
+            v = x64[a:min(int(bounds[t + 1]), a + piece)]
+            out[t, 0] += lane_sum(v)
+            out[t, 1] += lane_sum(v * v)
+            out[t, 2] += lane_sum(np.abs(v))
+            out[t, 3] = max(out[t, 3], float(np.abs(v).max()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# QSGD / sign family (4/5): QSGD (METHODS.md 4.1, rounding rule of kernels/cpu/quantize.py)
+# ------------------------------------------------------------------------------------------------
+QSGD_ROUND = 13
+
+
+def qsgd_width(s: int) -> int:
+    """``1 + ceil(log2(s + 1))`` computed with logarithms (independent of ``bit_length``)."""
+    return 1 + int(np.ceil(np.log2(s + 1) - 1e-12))
+
+
+def qsgd_norms(x: np.ndarray, bucket: int) -> np.ndarray:
+    x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
+    return np.array([np.sqrt(lane_sum(x64[a:a + bucket] ** 2))
+                     for a in range(0, x64.shape[0], bucket)], dtype=np.float64).astype(np.float32)
+
+
+def qsgd_scale24(norms: np.ndarray, s: int) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore"):
+        sc = (np.float32(s) / norms.astype(np.float32)) * np.float32(2.0**24)
+    return np.where((norms > 0) & np.isfinite(sc), sc, np.float32(0)).astype(np.float32)
+
+
+def qsgd_codes(x: np.ndarray, s: int, bucket: int, key: tuple[int, int]) -> np.ndarray:
+    """Per-element codes ``(level << 1) | sign`` (uint64)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    sc = np.repeat(qsgd_scale24(qsgd_norms(x, bucket), s), bucket)[:n]
+    r = np.minimum(np.abs(x) * sc, np.float32(s) * np.float32(2.0**24)).astype(np.float32)
+    q = r.astype(np.int64)
+    u = (philox_words(n, key, c3=QSGD_ROUND << 24) >> np.uint32(8)).astype(np.int64)
+    level = (q >> 24) + (u < (q & 0xFFFFFF))
+    return ((level << 1) | (x < 0)).astype(np.uint64)
+
+
+def qsgd_encode(x: np.ndarray, s: int, bucket: int, key: tuple[int, int]):
+    """``(norms f32, packed u8)`` as the kernel writes them."""
+    return qsgd_norms(x, bucket), pack_bits(qsgd_codes(x, s, bucket, key), qsgd_width(s))
+
+
+def qsgd_decode(norms: np.ndarray, packed: np.ndarray, s: int, bucket: int, n: int):
+    codes = unpack_bits(packed, qsgd_width(s), n)
+    unit = np.repeat(norms.astype(np.float32) / np.float32(s), bucket)[:n]
+    val = (codes >> np.uint64(1)).astype(np.float32) * unit
+    return np.where(codes & np.uint64(1), -val, val).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# QSGD / sign family (5/5): signs and TernGrad ternary codes (METHODS.md 6.5-6.7)
+# ------------------------------------------------------------------------------------------------
+TERNGRAD = 14
+
+
+def pack_signs(x: np.ndarray) -> np.ndarray:
+    """Bit ``i`` (LSB first) is ``x[i] < 0``."""
+    return np.packbits(np.asarray(x) < 0, bitorder="little")
+
+
+def unpack_signs(packed: np.ndarray, bounds, scales, n: int) -> np.ndarray:
+    bits = np.unpackbits(np.asarray(packed, np.uint8), bitorder="little")[:n].astype(bool)
+    mag = np.repeat(np.asarray(scales, np.float32), np.diff(np.asarray(bounds)))
+    return np.where(bits, -mag, mag).astype(np.float32)
+
+
+def ternary_codes(x: np.ndarray, bounds, clips, scales, key: tuple[int, int]) -> np.ndarray:
+    """TernGrad codes 0 (drop), 1 (+), 2 (-) with ``P(keep) = floor(|g|/s * 2^24) / 2^24``."""
+    x = np.asarray(x, dtype=np.float32)
+    reps = np.diff(np.asarray(bounds))
+    cv = np.repeat(np.asarray(clips, np.float32), reps)
+    s = np.repeat(np.asarray(scales, np.float32), reps)
+    g = np.minimum(np.abs(x), cv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f24 = np.where(s > 0, (g / s) * np.float32(2.0**24), 0).astype(np.uint32)
+    u = philox_words(x.shape[0], key, c3=TERNGRAD << 24) >> np.uint32(8)
+    keep = u < f24
+    return np.where(keep, np.where(x < 0, 2, 1), 0).astype(np.uint8)
+
+
+def ternary_decode(packed: np.ndarray, bounds, scales, n: int) -> np.ndarray:
+    codes = unpack_bits(packed, 2, n)
+    s = np.repeat(np.asarray(scales, np.float32), np.diff(np.asarray(bounds)))
+    return np.select([codes == 1, codes == 2], [s, -s], np.float32(0)).astype(np.float32)

@@ -90,8 +90,8 @@ def test_query_bit_identical(limits, rows):
     assert d_out.copy_to_host().tobytes() == out_cpu.tobytes()
 
 
-@pytest.mark.parametrize("threads,blocks,work,expected", [(32, 4, 1000, (4, 32)),
-                                                          (32, 4, 33, (2, 32)), (64, 8, 0, (1, 64))])
+@pytest.mark.parametrize("threads,blocks,work,expected",
+                         [(32, 4, 1000, (4, 32)), (32, 4, 33, (2, 32)), (64, 8, 0, (1, 64))])
 def test_launch_shape(threads, blocks, work, expected):
     with launch_limits(threads, blocks):
         assert gpu.launch_shape(work) == expected
@@ -100,3 +100,25 @@ def test_launch_shape(threads, blocks, work, expected):
 def test_launch_shape_rejects_too_many_threads():
     with launch_limits(2048, 1), pytest.raises(ValueError, match="2048"):
         gpu.launch_shape(10)
+
+
+@pytest.mark.parametrize("limits", SHAPES)
+@pytest.mark.parametrize("rows", [3, 4])
+def test_hashed_kernels_match_cpu(limits, rows):
+    n, cols = 40, 7
+    b = np.empty((rows, n), np.int32)
+    s = np.empty((rows, n), np.int8)
+    cpu.sketch_hashes(np.arange(n, dtype=np.int64), b, s, params(cols, 1))
+    x = np.random.default_rng(rows).integers(-8, 9, n).astype(np.float32)
+    t_cpu = np.zeros((rows, cols), np.float32)
+    cpu.sketch_insert_hashed(x, b, s, t_cpu)
+    out_cpu = np.empty(n, np.float32)
+    cpu.sketch_query_hashed(t_cpu, b, s, out_cpu)
+    d_b, d_s = cuda.to_device(b), cuda.to_device(s)
+    d_t = cuda.to_device(np.zeros((rows, cols), np.float32))
+    d_out = cuda.to_device(np.full(n, np.nan, np.float32))
+    with launch_limits(*limits):
+        launch(gpu.sketch_insert_hashed, cuda.to_device(x), d_b, d_s, d_t)
+        launch(gpu.sketch_query_hashed, d_t, d_b, d_s, d_out)
+    assert d_t.copy_to_host().tobytes() == t_cpu.tobytes()
+    assert d_out.copy_to_host().tobytes() == out_cpu.tobytes()

@@ -26,6 +26,8 @@ from .registry import register
 __all__ = ["CountSketch"]
 
 _PRE = struct.Struct("<HHI")
+_CACHE_ENTRIES = 1 << 24
+"""Largest ``rows * n`` whose hashes are kept (int32 bucket + int8 sign: 5 bytes per entry)."""
 
 
 @register
@@ -73,6 +75,7 @@ class CountSketch(Compressor):
                 0 <= hash_seed < 2**64):
             raise ValueError(f"hash_seed = {hash_seed!r}, expected an int in [0, 2**64)")
         self.rows, self.cols, self.ratio, self.hash_seed = rows, cols, float(ratio), hash_seed
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # n -> (buckets, signs)
 
     def _params(self):
         return {"rows": self.rows, "cols": self.cols, "ratio": self.ratio,
@@ -98,16 +101,34 @@ class CountSketch(Compressor):
         _k.sketch_hashes(idx, buckets, signs, self.params(n))
         return buckets, signs
 
+    def _hashes_of_all(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Hashes of coordinates ``0..n-1`` (computed once per ``n``), or ``None`` when too big."""
+        hit = self._cache.get(n)
+        if hit is None:
+            if self.rows * n > _CACHE_ENTRIES or self.cols_for(n) >= 2**31:
+                return None
+            hit = (np.empty((self.rows, n), np.int32), np.empty((self.rows, n), np.int8))
+            _k.sketch_hashes(np.arange(n, dtype=np.int64), hit[0], hit[1], self.params(n))
+            if len(self._cache) >= 4:
+                self._cache.clear()
+            self._cache[n] = hit
+        return hit
+
     def sketch(self, x, *, out: np.ndarray | None = None) -> np.ndarray:
         """The ``(rows, c)`` float32 table of ``x`` (added into ``out`` when given)."""
         v = as_flat_f32(x)
-        shape = (self.rows, self.cols_for(v.shape[0]))
+        n = v.shape[0]
+        shape = (self.rows, self.cols_for(n))
         if out is None:
             out = np.zeros(shape, dtype=np.float32)
         elif out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous float32 {shape}, "
                              f"got {out.dtype} {out.shape}")
-        _k.sketch_insert(v, out, self.params(v.shape[0]))
+        hashes = self._hashes_of_all(n)
+        if hashes is None:
+            _k.sketch_insert(v, out, self.params(n))
+        else:
+            _k.sketch_insert_hashed(v, hashes[0], hashes[1], out)
         return out
 
     def query(self, table: np.ndarray, n: int, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -116,7 +137,12 @@ class CountSketch(Compressor):
         if table.shape != shape:
             raise ValueError(f"table has shape {table.shape}, expected {shape} for n = {n}")
         out = check_out(out, n)
-        _k.sketch_query(np.ascontiguousarray(table, dtype=np.float32), out, self.params(n))
+        table = np.ascontiguousarray(table, dtype=np.float32)
+        hashes = self._hashes_of_all(n)
+        if hashes is None:
+            _k.sketch_query(table, out, self.params(n))
+        else:
+            _k.sketch_query_hashed(table, hashes[0], hashes[1], out)
         return out
 
     # -- codec ----------------------------------------------------------------------------------

@@ -137,6 +137,23 @@ def test_constructor_rejects(kwargs):
         CountSketch(**kwargs)
 
 
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_cached_and_uncached_hashing_agree(cfg, monkeypatch):
+    """Hashes are cached per size up to a limit; beyond it they are computed on the fly."""
+    from fedsqueeze.compress import countsketch
+
+    x = sample_vector(700, 2)
+    cached = CountSketch(**cfg)
+    enc, _ = cached.encode(x, seed=0)
+    assert 700 in cached._cache
+    monkeypatch.setattr(countsketch, "_CACHE_ENTRIES", 0)
+    fresh = CountSketch(**cfg)
+    enc2, _ = fresh.encode(x, seed=0)
+    assert fresh._cache == {}
+    assert enc.payload() == enc2.payload()
+    np.testing.assert_array_equal(cached.decode(enc), fresh.decode(enc2))
+
+
 def test_helpers_validate_their_arguments():
     codec = CountSketch(cols=8)
     with pytest.raises(ValueError, match="idx"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -63,5 +64,6 @@ def test_butterfly_order_is_the_documented_one():
 
 
 @pytest.mark.parametrize("fn", [k.fwht, k.fwht_batch])
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without JIT")
 def test_no_inline_fastmath(fn):
     assert fn.targetoptions.get("fastmath") is False

@@ -131,3 +131,22 @@ def test_row_estimate_is_unbiased_over_hash_seeds(kind):
     var = (np.sum(x.astype(np.float64) ** 2) - x.astype(np.float64) ** 2) / cols
     err = np.abs(acc / trials - x)
     assert np.all(err <= 5 * np.sqrt(var / trials) + 1e-6)
+
+
+@pytest.mark.parametrize("n,rows,cols", [(1, 1, 1), (300, 5, 13), (1000, 4, 20)])
+@pytest.mark.parametrize("seed", [0, 2**33 + 5])
+def test_hashed_kernels_equal_the_hashing_ones(n, rows, cols, seed):
+    """int32/int8 cached hashes give the same tables and estimates bit for bit."""
+    b = np.empty((rows, n), np.int32)
+    s = np.empty((rows, n), np.int8)
+    k.sketch_hashes(np.arange(n, dtype=np.int64), b, s, params(cols, seed))
+    b_ref, s_ref = naive.count_sketch_hashes(np.arange(n), rows, cols, seed)
+    np.testing.assert_array_equal(b, b_ref)
+    np.testing.assert_array_equal(s, s_ref)
+    x = vector(n, seed % 7, "normal")
+    t = np.zeros((rows, cols), np.float32)
+    k.sketch_insert_hashed(x, b, s, t)
+    np.testing.assert_array_equal(t, naive.count_sketch(x, rows, cols, seed))
+    out = np.empty(n, np.float32)
+    k.sketch_query_hashed(t, b, s, out)
+    np.testing.assert_array_equal(out, naive.count_sketch_query(t, n, seed))

@@ -112,8 +112,9 @@ def qsgd_scale24(norm, sf):  # pragma: no cover - compiled
 @nb.njit(inline="always", **NJIT)
 def qsgd_value(code, unit):  # pragma: no cover - compiled
     """Decoded float32 of one code: ``+-float32(level) * unit``."""
-    val = np.float32(code >> 1) * unit
-    if code & 1:
+    c = np.int64(code)
+    val = np.float32(c >> 1) * unit
+    if c & 1:
         val = -val
     return val
 

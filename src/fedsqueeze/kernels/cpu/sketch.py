@@ -12,6 +12,10 @@ median are plain functions (:func:`bucket_sign_of`, :func:`median_insert`, :func
 compiled here with ``njit`` and by ``kernels/cuda/sketch.py`` as device functions, so CPU and CUDA
 hash byte-identically and take medians with the same float32 operations.
 
+Hashing costs one Philox block per (row, coordinate). The hashes are fixed for a run, so a caller
+that sketches the same size again and again may compute them once with :func:`sketch_hashes`
+(buckets as int32, signs as int8) and use the ``*_hashed`` kernels, which give identical results.
+
 >>> import numpy as np
 >>> from fedsqueeze import rng
 >>> params = (np.uint32(16), np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.SKETCH_HASH))
@@ -33,7 +37,7 @@ from ..config import NJIT
 from .philox import philox4x32
 
 __all__ = ["MAX_ROWS", "bucket_sign_of", "median_insert", "median_of", "sketch_hashes",
-           "sketch_insert", "sketch_query"]
+           "sketch_insert", "sketch_query", "sketch_insert_hashed", "sketch_query_hashed"]
 
 MAX_ROWS = 32
 """Largest number of sketch rows (size of the per-coordinate scratch of the median query)."""
@@ -77,7 +81,8 @@ def _hash(i, j, params):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def sketch_hashes(idx, buckets, signs, params):  # pragma: no cover - compiled
-    """``buckets[j, t] = h_j(idx[t])`` (int64) and ``signs[j, t] = s_j(idx[t])`` (float32)."""
+    """``buckets[j, t] = h_j(idx[t])`` and ``signs[j, t] = s_j(idx[t])`` (any integer / signed
+    dtypes: int64 and float32, or int32 and int8 for a cache)."""
     for j in range(buckets.shape[0]):
         for t in range(idx.shape[0]):
             b, s = _hash(idx[t], j, params)
@@ -108,4 +113,25 @@ def sketch_query(table, out, params):  # pragma: no cover - compiled
         for j in range(r):
             b, s = _hash(i, j, params)
             _median_insert(vals, j, np.float32(s * table[j, b]))
+        out[i] = _median_of(vals, r)
+
+
+@nb.njit(**NJIT)
+def sketch_insert_hashed(x, buckets, signs, table):  # pragma: no cover - compiled
+    """:func:`sketch_insert` with the precomputed hashes of coordinates ``0..len(x)-1``."""
+    for j in range(table.shape[0]):
+        for i in range(x.shape[0]):
+            v = x[i]
+            if v != 0:
+                table[j, buckets[j, i]] += np.float32(signs[j, i]) * v
+
+
+@nb.njit(**NJIT)
+def sketch_query_hashed(table, buckets, signs, out):  # pragma: no cover - compiled
+    """:func:`sketch_query` with the precomputed hashes of coordinates ``0..len(out)-1``."""
+    r = table.shape[0]
+    vals = np.empty(MAX_ROWS, dtype=np.float32)  # scratch, not an output
+    for i in range(out.shape[0]):
+        for j in range(r):
+            _median_insert(vals, j, np.float32(np.float32(signs[j, i]) * table[j, buckets[j, i]]))
         out[i] = _median_of(vals, r)

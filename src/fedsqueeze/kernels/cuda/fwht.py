@@ -5,11 +5,15 @@ One launch per butterfly stage ``h = 1, 2, ..., L/2``; each grid-stride item is 
 float32 additions in the same order as on the CPU, so results are bit-identical. Launches go to
 the default stream in order; synchronise before reading results on the host.
 
->>> import numpy as np
->>> from numba import cuda
->>> x = cuda.to_device(np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
->>> fwht_batch(x); x.copy_to_host().tolist()
-[[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0]]
+On a device (or under ``NUMBA_ENABLE_CUDASIM=1``)::
+
+    x = cuda.to_device(np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    fwht_batch(x)   # x.copy_to_host() -> [[1, 1, 1, 1], [1, -1, 1, -1]]
+
+>>> from fedsqueeze.kernels.config import launch_limits
+>>> with launch_limits(32, 4):
+...     launch_shape(1000)
+(4, 32)
 """
 
 from __future__ import annotations

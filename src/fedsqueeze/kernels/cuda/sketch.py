@@ -6,9 +6,10 @@ so buckets and signs are byte-identical and queries bit-identical to the CPU ker
 uses float32 atomics, so its sums may differ from the CPU's in the last bits (the order of the
 additions is not fixed); sums of integers that float32 represents exactly are identical.
 
-Kernels use grid-stride loops: any launch shape covers any input. Launch with
-``kernel[blocks, threads](...)``, threads from :func:`fedsqueeze.kernels.config.threads_per_block`;
-:func:`launch_shape` picks both from the amount of work.
+The public functions take the CPU kernels' arguments (device arrays) and launch grid-stride
+kernels, so any launch shape covers any input; :func:`launch_shape` takes the threads per block
+and the block limit from :mod:`fedsqueeze.kernels.config`. Launches are asynchronous: synchronise
+before the host reads a result.
 
 >>> from fedsqueeze.kernels.config import launch_limits
 >>> with launch_limits(32, 4):
@@ -25,7 +26,8 @@ from .. import config as _config
 from ..cpu import philox as _philox_cpu
 from ..cpu import sketch as _cpu
 
-__all__ = ["launch_shape", "sketch_hashes", "sketch_insert", "sketch_query"]
+__all__ = ["launch_shape", "sketch_hashes", "sketch_insert", "sketch_query", "sketch_insert_hashed",
+           "sketch_query_hashed"]
 
 _philox = cuda.jit(device=True)(_philox_cpu.philox4x32.py_func)
 _bucket_sign = cuda.jit(device=True)(_cpu.bucket_sign_of)
@@ -90,6 +92,28 @@ def _query_kernel(table, out, params):  # pragma: no cover - compiled
         out[i] = _median_of(vals, r)
 
 
+@cuda.jit
+def _insert_hashed_kernel(x, buckets, signs, table):  # pragma: no cover - compiled
+    n = x.shape[0]
+    total = table.shape[0] * n
+    for u in range(cuda.grid(1), total, cuda.gridsize(1)):
+        j = u // n
+        i = u - j * n
+        v = x[i]
+        if v != 0:
+            cuda.atomic.add(table, (j, buckets[j, i]), float32(signs[j, i]) * v)
+
+
+@cuda.jit
+def _query_hashed_kernel(table, buckets, signs, out):  # pragma: no cover - compiled
+    r = table.shape[0]
+    vals = cuda.local.array(_MAX_ROWS, float32)
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        for j in range(r):
+            _median_insert(vals, j, float32(float32(signs[j, i]) * table[j, buckets[j, i]]))
+        out[i] = _median_of(vals, r)
+
+
 def sketch_hashes(idx, buckets, signs, params) -> None:
     """Device twin of :func:`fedsqueeze.kernels.cpu.sketch.sketch_hashes`."""
     _hashes_kernel[launch_shape(buckets.shape[0] * idx.shape[0])](idx, buckets, signs, params)
@@ -103,3 +127,13 @@ def sketch_insert(x, table, params) -> None:
 def sketch_query(table, out, params) -> None:
     """Device twin of :func:`fedsqueeze.kernels.cpu.sketch.sketch_query`."""
     _query_kernel[launch_shape(out.shape[0])](table, out, params)
+
+
+def sketch_insert_hashed(x, buckets, signs, table) -> None:
+    """Device twin of :func:`fedsqueeze.kernels.cpu.sketch.sketch_insert_hashed`."""
+    _insert_hashed_kernel[launch_shape(table.shape[0] * x.shape[0])](x, buckets, signs, table)
+
+
+def sketch_query_hashed(table, buckets, signs, out) -> None:
+    """Device twin of :func:`fedsqueeze.kernels.cpu.sketch.sketch_query_hashed`."""
+    _query_hashed_kernel[launch_shape(out.shape[0])](table, buckets, signs, out)

@@ -1,0 +1,285 @@
+"""Sign (1-bit) and ternary (2-bit, TernGrad) codes, and fixed-order segment statistics.
+
+Signs (METHODS.md 6.6, 6.7): bit ``i`` of the LSB-first stream is 1 iff ``x[i] < 0``, so
+``sign(0) = sign(-0.0) = +1`` (and NaN codes as +1). Decoding writes ``+a`` or ``-a`` with ``a``
+the scale of the element's segment.
+
+Ternary (METHODS.md 6.5), per segment with clip bound ``cv`` and scale ``s = min(max|x|, cv)``::
+
+    g     = min(|x|, cv)                              (float32)
+    f24   = uint32((g / s) * 2^24)   (0 when s == 0)  (IEEE division, exact scaling, truncation)
+    keep  = (word >> 8) < f24                          word = Philox TERNGRAD, block i // 4, word i % 4
+    code  = 0 if not keep else (2 if x < 0 else 1)     two bits, four codes per byte
+
+``P(keep) = floor(|g|/s * 2^24) / 2^24``, so ``s * t`` is unbiased for the clipped vector to
+within ``2^-24 s``. Decoding maps 0, 1, 2 to 0, +s, -s and counts the invalid code 3.
+
+Segment statistics (:func:`segment_partials`) cut each segment into pieces of :data:`PIECE`
+elements; each piece yields ``(sum x, sum x^2, sum |x|, max |x|)`` with eight float64 lanes
+(element ``j`` of the piece in lane ``j % 8``, lanes combined ``((0+1)+(2+3))+((4+5)+(6+7))``)
+and :func:`combine_partials` adds the pieces of a segment in order. The CUDA twin computes the
+same pieces, one thread each, and the host combines them with the same function, so the
+statistics, and hence every code, agree bit for bit across backends.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..config import NJIT
+from .bitpack import pack_bits
+from .quantize import philox4x32_unrolled
+
+__all__ = ["PIECE", "pack_signs", "unpack_signs", "ternary_code", "ternary_encode",
+           "ternary_decode", "piece_moments", "segment_partials", "combine_partials",
+           "piece_bounds"]
+
+PIECE = 4096
+"""Elements per partial of the segment statistics."""
+
+_TWO24 = np.float32(16777216.0)
+
+
+# -- signs ------------------------------------------------------------------------------------
+@nb.njit(**NJIT)
+def pack_signs(x, out):  # pragma: no cover - compiled
+    """Bit ``i`` of ``out`` = ``x[i] < 0``; writes ``ceil(n/8)`` bytes."""
+    n = x.shape[0]
+    nf = n // 8
+    for k in range(nf):
+        i = 8 * k
+        out[k] = np.uint8(np.int32(x[i] < 0) | (np.int32(x[i + 1] < 0) << 1)
+                          | (np.int32(x[i + 2] < 0) << 2) | (np.int32(x[i + 3] < 0) << 3)
+                          | (np.int32(x[i + 4] < 0) << 4) | (np.int32(x[i + 5] < 0) << 5)
+                          | (np.int32(x[i + 6] < 0) << 6) | (np.int32(x[i + 7] < 0) << 7))
+    if n > 8 * nf:
+        acc = 0
+        for j in range(n - 8 * nf):
+            acc |= np.int32(x[8 * nf + j] < 0) << j
+        out[nf] = np.uint8(acc)
+
+
+@nb.njit(**NJIT)
+def _unpack_sign_range(packed, scale, out):  # pragma: no cover - compiled
+    # out[j] = -scale if stream bit j is set else +scale (zero-based indices vectorise)
+    neg = -scale
+    for j in range(out.shape[0]):
+        out[j] = neg if (packed[j >> 3] >> (j & 7)) & 1 else scale
+
+
+@nb.njit(**NJIT)
+def unpack_signs(packed, bounds, scales, out):  # pragma: no cover - compiled
+    """``out[i] = -scales[t]`` if bit ``i`` is set else ``+scales[t]``, ``t`` the segment of ``i``.
+
+    ``bounds`` holds ``T + 1`` increasing offsets (``bounds[0] = 0``, ``bounds[T] = n``).
+    """
+    for t in range(bounds.shape[0] - 1):
+        lo = bounds[t]
+        hi = bounds[t + 1]
+        head = min(hi, (lo + 7) // 8 * 8)
+        for i in range(lo, head):
+            out[i] = -scales[t] if (packed[i >> 3] >> (i & 7)) & 1 else scales[t]
+        if head < hi:
+            _unpack_sign_range(packed[head >> 3:], scales[t], out[head:hi])
+
+
+# -- ternary ----------------------------------------------------------------------------------
+@nb.njit(inline="always", **NJIT)
+def ternary_code(v, cv, s, word):  # pragma: no cover - compiled
+    """Two-bit TernGrad code of one float32 (module docstring for the rule)."""
+    g = abs(v)
+    if g > cv:
+        g = cv
+    f24 = np.uint32(0)
+    if s > 0:
+        f24 = np.uint32((g / s) * _TWO24)
+    keep = (word >> np.uint32(8)) < f24
+    if not keep:
+        return np.uint8(0)
+    if v < 0:
+        return np.uint8(2)
+    return np.uint8(1)
+
+
+@nb.njit(**NJIT)
+def _ternary_chunk(x, blk0, cvs, ss, k0, k1, c3, codes):  # pragma: no cover - compiled
+    z = np.uint32(0)
+    m = x.shape[0]
+    for b in range((m + 3) // 4):
+        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        j = 4 * b
+        codes[j] = ternary_code(x[j], cvs[j], ss[j], w0)
+        if j + 1 < m:
+            codes[j + 1] = ternary_code(x[j + 1], cvs[j + 1], ss[j + 1], w1)
+        if j + 2 < m:
+            codes[j + 2] = ternary_code(x[j + 2], cvs[j + 2], ss[j + 2], w2)
+        if j + 3 < m:
+            codes[j + 3] = ternary_code(x[j + 3], cvs[j + 3], ss[j + 3], w3)
+
+
+@nb.njit(**NJIT)
+def ternary_encode(x, bounds, clips, scales, params, out, clip_scr, scale_scr, code_scr
+                   ):  # pragma: no cover - compiled
+    """Two-bit codes of ``x`` into ``out`` (``ceil(n/4)`` bytes).
+
+    ``clips``/``scales`` are the per-segment ``cv`` and ``s`` (float32); ``params = (k0, k1,
+    c3)``; scratch arrays (f32, f32, u8) share one length, a multiple of 8.
+    """
+    k0i, k1i, c3i = params
+    k0 = np.uint32(k0i)
+    k1 = np.uint32(k1i)
+    c3 = np.uint32(c3i)
+    n = x.shape[0]
+    ch = code_scr.shape[0]
+    t = 0
+    for c in range(0, n, ch):
+        m = min(ch, n - c)
+        j = 0
+        while j < m:
+            while bounds[t + 1] <= c + j:
+                t += 1
+            hi = min(bounds[t + 1] - c, m)
+            for jj in range(j, hi):
+                clip_scr[jj] = clips[t]
+                scale_scr[jj] = scales[t]
+            j = hi
+        _ternary_chunk(x[c:c + m], c // 4, clip_scr, scale_scr, k0, k1, c3, code_scr)
+        pack_bits(code_scr[:m], 2, out[c // 4:])
+
+
+@nb.njit(**NJIT)
+def _ternary_range(packed, lo, s, out):  # pragma: no cover - compiled
+    bad = 0
+    neg = -s
+    zero = np.float32(0.0)
+    for j in range(out.shape[0]):
+        i = lo + j
+        code = (packed[i >> 2] >> (2 * (i & 3))) & 3
+        bad += np.int64(code == 3)
+        out[j] = s if code == 1 else (neg if code == 2 else zero)
+    return bad
+
+
+@nb.njit(**NJIT)
+def ternary_decode(packed, bounds, scales, out):  # pragma: no cover - compiled
+    """Codes 0, 1, 2 to 0, +s, -s per segment; returns the number of (invalid) 3 codes."""
+    bad = 0
+    for t in range(bounds.shape[0] - 1):
+        lo = bounds[t]
+        hi = bounds[t + 1]
+        if hi > lo:
+            base = lo // 4 * 4
+            bad += _ternary_range(packed[base >> 2:], lo - base, scales[t], out[lo:hi])
+    return bad
+
+
+# -- fixed-order statistics -------------------------------------------------------------------
+@nb.njit(**NJIT)
+def piece_moments(x):  # pragma: no cover - compiled
+    """``(sum x, sum x^2, sum |x|, max |x|)`` of ``x`` in float64, eight lanes (module doc)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    s5 = 0.0
+    s6 = 0.0
+    s7 = 0.0
+    q0 = 0.0
+    q1 = 0.0
+    q2 = 0.0
+    q3 = 0.0
+    q4 = 0.0
+    q5 = 0.0
+    q6 = 0.0
+    q7 = 0.0
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    a5 = 0.0
+    a6 = 0.0
+    a7 = 0.0
+    mx = 0.0
+    n = x.shape[0]
+    for k in range((n + 7) // 8):
+        for lane in range(8):
+            i = 8 * k + lane
+            if i < n:
+                v = np.float64(x[i])
+                av = abs(v)
+                if av > mx:
+                    mx = av
+                if lane == 0:
+                    s0 += v
+                    q0 += v * v
+                    a0 += av
+                elif lane == 1:
+                    s1 += v
+                    q1 += v * v
+                    a1 += av
+                elif lane == 2:
+                    s2 += v
+                    q2 += v * v
+                    a2 += av
+                elif lane == 3:
+                    s3 += v
+                    q3 += v * v
+                    a3 += av
+                elif lane == 4:
+                    s4 += v
+                    q4 += v * v
+                    a4 += av
+                elif lane == 5:
+                    s5 += v
+                    q5 += v * v
+                    a5 += av
+                elif lane == 6:
+                    s6 += v
+                    q6 += v * v
+                    a6 += av
+                else:
+                    s7 += v
+                    q7 += v * v
+                    a7 += av
+    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)),
+            ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7)),
+            ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), mx)
+
+
+def piece_bounds(bounds: np.ndarray) -> np.ndarray:
+    """``(P, 3)`` int64 rows ``(segment, lo, hi)``: each segment cut into :data:`PIECE` pieces."""
+    rows = []
+    for t in range(len(bounds) - 1):
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        for a in range(lo, hi, PIECE):
+            rows.append((t, a, min(hi, a + PIECE)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+@nb.njit(**NJIT)
+def segment_partials(x, pieces, partials):  # pragma: no cover - compiled
+    """``partials[p] = piece_moments(x[lo:hi])`` for each row ``(t, lo, hi)`` of ``pieces``."""
+    for p in range(pieces.shape[0]):
+        s, q, a, m = piece_moments(x[pieces[p, 1]:pieces[p, 2]])
+        partials[p, 0] = s
+        partials[p, 1] = q
+        partials[p, 2] = a
+        partials[p, 3] = m
+
+
+@nb.njit(**NJIT)
+def combine_partials(pieces, partials, stats):  # pragma: no cover - compiled
+    """``stats[t] = (sum, sumsq, sumabs, maxabs)`` of segment ``t``: its pieces added in order."""
+    for t in range(stats.shape[0]):
+        for c in range(4):
+            stats[t, c] = 0.0
+    for p in range(pieces.shape[0]):
+        t = pieces[p, 0]
+        stats[t, 0] += partials[p, 0]
+        stats[t, 1] += partials[p, 1]
+        stats[t, 2] += partials[p, 2]
+        if partials[p, 3] > stats[t, 3]:
+            stats[t, 3] = partials[p, 3]
