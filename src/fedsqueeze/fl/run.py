@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import WorkerLost
+from .strategy import get_roles
 from .world import build_world
 
 __all__ = ["run", "run_paths", "RunResult"]
@@ -74,10 +75,9 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
     world = build_world(cfg)
     paths = run_paths(cfg)
     ck = _load_checkpoint(paths) if resume else None
+    server_cls, worker_cls = get_roles(cfg.fl.method)
     if tx.rank != 0:
-        from .worker import Worker
-
-        worker = Worker(world, tx, state_dir=paths["state"], ckpt_dir=paths["ckpt"])
+        worker = worker_cls(world, tx, state_dir=paths["state"], ckpt_dir=paths["ckpt"])
         if ck is not None:
             snap_mem = paths["ckpt"] / f"rank{tx.rank}.state.npz"
             snap_disk = paths["ckpt"] / "client_state"
@@ -88,12 +88,12 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
                     worker.store.restore(snap_disk)
         worker.run()
         return RunResult()
-    return _serve(cfg, world, tx, paths, ck, progress)
+    return _serve(cfg, world, tx, paths, ck, progress, server_cls)
 
 
-def _serve(cfg, world, tx, paths, ck, progress) -> RunResult:
+def _serve(cfg, world, tx, paths, ck, progress, Server) -> RunResult:
     from ..log.writer import RunWriter, collect_provenance
-    from .server import Preempted, Server
+    from .server import Preempted
 
     paths["h5"].parent.mkdir(parents=True, exist_ok=True)
     start, state = (ck[0], ck[1]) if ck else (0, None)
@@ -102,11 +102,13 @@ def _serve(cfg, world, tx, paths, ck, progress) -> RunResult:
                  "codec_down": cfg.compress.down["id"], "dataset": cfg.data.name,
                  "n_clients": cfg.data.clients, "n_workers": tx.size - 1,
                  "resumed_from_round": start})
-    strategy_cols = list(getattr(world.strategy_cls, "round_columns", []))
+    strategy_cols = (list(getattr(world.strategy_cls, "round_columns", []))
+                     + list(getattr(Server, "extra_round_columns", [])))
     round_cols = [("n_received", "u4"), ("n_rejected", "u4"), ("n_missing", "u4"),
                   ("distortion", "f8"), ("kept_fraction", "f8"),
                   ("compression_ratio", "f8")] + strategy_cols
-    client_cols = [("sent_bytes", "u8"), ("status", "u1")]
+    client_cols = ([("sent_bytes", "u8"), ("status", "u1")]
+                   + list(getattr(Server, "extra_client_columns", [])))
     h5 = paths["h5"]
     if ck is not None and h5.exists():
         h5 = h5.with_name(f"{h5.stem}.resume{start}.h5")

@@ -277,13 +277,33 @@ class FedAvgClient(ClientProgram):
 
 # -- registry ---------------------------------------------------------------------------------
 _METHODS: dict[str, tuple[type, type, type]] = {}
+_ROLES: dict[str, tuple[type, type]] = {}
 
 
-def register_method(name: str, strategy: type, program: type, options: type = NoOptions) -> None:
-    """Register a method's (Strategy, ClientProgram, Options) under ``name``."""
+def register_method(name: str, strategy: type | None, program: type | None,
+                    options: type = NoOptions, *, roles: tuple[type, type] | None = None) -> None:
+    """Register a method's (Strategy, ClientProgram, Options) under ``name``.
+
+    Methods with their own protocol (split learning) pass ``roles = (ServerRole, WorkerRole)``,
+    classes with the constructors of :class:`fedsqueeze.fl.server.Server` and
+    :class:`fedsqueeze.fl.worker.Worker`; the default roles are those two.
+    """
     if name in _METHODS and _METHODS[name] != (strategy, program, options):
         raise ValueError(f"method {name!r} registered twice")
     _METHODS[name] = (strategy, program, options)
+    if roles is not None:
+        _ROLES[name] = roles
+
+
+def get_roles(name: str) -> tuple[type, type]:
+    """``(server role class, worker role class)`` of a method."""
+    methods()
+    if name in _ROLES:
+        return _ROLES[name]
+    from .server import Server
+    from .worker import Worker
+
+    return Server, Worker
 
 
 def methods() -> list[str]:

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Job, RunConfig, apply_overrides, from_dict
+from ..config import Job, RunConfig, apply_overrides, from_dict, parse_overrides
 from ..errors import ConfigError
 
 __all__ = ["SweepItem", "Sweep", "parse_sweep", "expand_sweep", "write_manifest",
-           "read_manifest", "read_sweep", "toml_literal", "set_args", "task_logs", "nest",
+           "read_manifest", "read_sweep", "toml_literal", "set_args", "task_logs", "nest", "flat_overrides",
            "MANIFEST", "SWEEP_FORMAT"]
 
 MANIFEST = "manifest.json"
@@ -142,17 +142,38 @@ def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def expand_sweep(job: Job) -> list[SweepItem]:
+def flat_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["fl.rounds=2"]`` -> ``{"fl.rounds": 2}`` (values parsed as by ``--set``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        cur: Any = parse_overrides([item])
+        path = []
+        while isinstance(cur, dict) and len(cur) == 1 and len(path) < item.count("."):
+            (k, cur), = cur.items()
+            path.append(k)
+        (k, cur), = cur.items() if isinstance(cur, dict) else ((None, cur),)
+        out[".".join(path + [k])] = cur
+    return out
+
+
+def expand_sweep(job: Job, base: Mapping[str, Any] | None = None) -> list[SweepItem]:
     """Every run of ``job``'s sweep, each config validated; one item if there is no sweep.
 
-    Raises :class:`ConfigError` naming the task and its axis values when any config is invalid,
-    and when two tasks resolve to the same config.
+    ``base`` (dotted path -> value, e.g. from ``--set``) applies to every run and may not touch
+    a swept key. Raises :class:`ConfigError` naming the task and its axis values when any
+    config is invalid, and when two tasks resolve to the same config.
     """
     sweep = parse_sweep(job)
+    base = dict(base or {})
+    for b in base:
+        for a in sweep.axes:
+            if a == b or a.startswith(b + ".") or b.startswith(a + "."):
+                raise ConfigError(f"{job.path}: --set {b} overlaps the sweep axis {a!r}")
     sweep_name = str(job.raw.get("name", Path(job.path).stem))
     items: list[SweepItem] = []
     errors: list[str] = []
-    for index, flat in enumerate(_points(sweep)):
+    for index, point in enumerate(_points(sweep)):
+        flat = {**base, **point}
         try:
             cfg = job.config(nest(flat))
         except ConfigError as exc:

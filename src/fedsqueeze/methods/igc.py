@@ -22,6 +22,12 @@ timevarying    ``theta_t`` and    ``u8 mode | u8[3] 0 | u32 count`` + ``count x 
 exactly like the server. Rounds without any accepted update have no entry. Time-varying workers
 keep one ``theta`` per rank (section 2.6); a client whose last sync is newer than its rank's
 view cannot be replayed there (``fl.schedule = "home"`` prevents that).
+
+>>> opts = IGCOptions(variant="timevarying", d=256)
+>>> (opts.K, opts.client_state, opts.projection)
+(4, 'stateful', 'fastfood')
+>>> 24 + TV_PRE.size + 3 * (U32.size + 4 * opts.d)   # bytes of a 3-round replay download
+3128
 """
 
 from __future__ import annotations
