@@ -32,6 +32,13 @@ def _cmd_run(args) -> int:
     from .fl.run import run, run_paths
 
     comm = MPI.COMM_WORLD
+    h5 = run_paths(cfg)["h5"]
+    resuming = args.resume or args.resume_if_possible
+    if h5.exists() and not (args.overwrite or resuming):
+        raise ConfigError(f"{h5} exists: pass --overwrite, another --name or --out, or --resume")
+    comm.Barrier()  # every rank checked before rank 0 may remove the old file
+    if h5.exists() and args.overwrite and comm.Get_rank() == 0:
+        h5.unlink()
     if comm.Get_size() < 2:
         print("fedsqueeze run: needs at least 2 MPI ranks (rank 0 serves, the others host "
               f"clients); try: mpiexec -n 4 python -m fedsqueeze run {args.job}", file=sys.stderr)
@@ -125,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume-if-possible", action="store_true",
                    help="resume when a checkpoint exists (requeued SLURM tasks)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run log")
     r.add_argument("--plot", action="store_true", help="write the report and plot at the end")
     r.set_defaults(func=_cmd_run)
     i = sub.add_parser("info", help="summary of run logs")

@@ -28,8 +28,17 @@ from ..comm.wire import SectionReader, pad4
 from ..kernels.cpu.bitpack import pack_bits, unpack_bits
 from .base import Compressor, Encoded, as_flat_f32, check_out
 from .registry import register
-from .sparse import (bitmap_nbytes, check_pos_bytes, check_rho, decode_positions,
-                     encode_positions, index_bits, k_of, rank_order, select_topk)
+from .sparse import (
+    bitmap_nbytes,
+    check_pos_bytes,
+    check_rho,
+    decode_positions,
+    encode_positions,
+    index_bits,
+    k_of,
+    rank_order,
+    select_topk,
+)
 
 __all__ = ["HDQ", "tier_bounds"]
 

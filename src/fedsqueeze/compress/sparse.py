@@ -1,4 +1,4 @@
-"""Shared helpers of the sparse codecs (top-k, random-k, STC, HDQ): ``k``, selection, position coding.
+"""Shared helpers of the sparse codecs (top-k, random-k, STC, HDQ): ``k``, selection, positions.
 
 Positions are coded as delta + LEB128 varint (``pos_mode = 0``) or as a ``D``-bit bitmap
 (``pos_mode = 1``), whichever is smaller (ties: varint), METHODS.md 0.5 and 1.2. The bitmap bounds
@@ -53,7 +53,7 @@ def k_of(rho: float, n: int) -> int:
 
 
 def index_bits(n: int) -> int:
-    """``ceil(log2 n)`` (0 for ``n <= 1``): the bits of one index under the usual sparse convention."""
+    """``ceil(log2 n)`` (0 for ``n <= 1``): the bits of one index (the usual sparse convention)."""
     return (n - 1).bit_length() if n > 1 else 0
 
 
@@ -72,15 +72,15 @@ def select_topk(v: np.ndarray, k: int) -> np.ndarray:
 
 
 def rank_order(values: np.ndarray) -> np.ndarray:
-    """Permutation sorting ``values`` (given in increasing index order) by ``|v|`` descending, ties by
-    index: the rank order of METHODS.md 1.2."""
+    """Permutation sorting ``values`` (given in increasing index order) by ``|v|`` descending,
+    ties by index: the rank order of METHODS.md 1.2."""
     keys = np.empty(values.shape[0], dtype=np.uint32)
     _topk.magnitude_keys(np.ascontiguousarray(values, dtype=np.float32), keys)
     return np.argsort(keys, kind="stable")
 
 
 def encode_positions(idx: np.ndarray, n: int) -> tuple[int, np.ndarray]:
-    """``(pos_mode, bytes)`` of the sorted indices ``idx`` under ``n``: the smaller of varint and bitmap."""
+    """``(pos_mode, bytes)`` of sorted ``idx`` under ``n``: the smaller of varint and bitmap."""
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     nv = int(_varint.varint_nbytes(idx))
     if nv <= bitmap_nbytes(n):
@@ -114,7 +114,7 @@ def check_status(status: int, what: str, k: int, n: int) -> None:
 
 
 def decode_positions(mode: int, buf, k: int, n: int, what: str) -> np.ndarray:
-    """Validate and decode ``k`` sorted positions under ``n``; ``WireFormatError`` names ``what``."""
+    """Validate and decode ``k`` sorted positions under ``n`` (errors name ``what``)."""
     buf = np.frombuffer(buf, dtype=np.uint8)
     check_pos_bytes(mode, buf.shape[0], k, n, what)
     out = np.empty(k, dtype=np.int64)

@@ -64,7 +64,8 @@ class STC(Compressor):
     --------
     >>> import numpy as np
     >>> codec = STC(rho=0.25)
-    >>> enc, _ = codec.encode(np.array([0.1, -3.0, 0.2, 1.0, 0.0, 0.5, -0.4, 0.3], np.float32), seed=0)
+    >>> x = np.array([0.1, -3.0, 0.2, 1.0, 0.0, 0.5, -0.4, 0.3], np.float32)
+    >>> enc, _ = codec.encode(x, seed=0)
     >>> codec.decode(enc).tolist()
     [0.0, -2.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
     >>> enc.nbytes, codec.b_star

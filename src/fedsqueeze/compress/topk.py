@@ -2,7 +2,7 @@
 
 Payload (after the FL layer's ``u32 n_i``)::
 
-    u32 k | u8 pos_mode | u8[3] 0 | u32 pos_bytes | positions, pad4 | f32[k] values (increasing index)
+    u32 k | u8 pos_mode | u8[3] 0 | u32 pos_bytes | positions, pad4 | f32[k] values (by index)
 
 Bytes ``12 + pad4(pos_bytes) + 4k``; theoretical bits ``k (32 + ceil(log2 D))``.
 """
@@ -16,8 +16,16 @@ import numpy as np
 from ..comm.wire import SectionReader, pad4
 from .base import Compressor, Encoded, as_flat_f32, check_out
 from .registry import register
-from .sparse import (bitmap_nbytes, check_pos_bytes, check_rho, decode_positions,
-                     encode_positions, index_bits, k_of, select_topk)
+from .sparse import (
+    bitmap_nbytes,
+    check_pos_bytes,
+    check_rho,
+    decode_positions,
+    encode_positions,
+    index_bits,
+    k_of,
+    select_topk,
+)
 
 __all__ = ["TopK"]
 
@@ -43,7 +51,8 @@ class TopK(Compressor):
     --------
     >>> import numpy as np
     >>> codec = TopK(rho=0.25)
-    >>> enc, _ = codec.encode(np.array([0.1, -3.0, 0.2, 2.0, 0.0, 0.5, -0.4, 0.3], np.float32), seed=0)
+    >>> x = np.array([0.1, -3.0, 0.2, 2.0, 0.0, 0.5, -0.4, 0.3], np.float32)
+    >>> enc, _ = codec.encode(x, seed=0)
     >>> codec.decode(enc).tolist()
     [0.0, -3.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
     >>> enc.nbytes, codec.theoretical_bits(enc)

@@ -37,7 +37,9 @@ from ..compress.base import Compressor, Encoded, ErrorFeedback
 from ..errors import ConfigError, UpdateRejected, WireFormatError
 from .. import rng
 from .aggregate import StreamingMean, coordinate_median, trimmed_mean
+from .downlink import DownlinkReceiver, make_downlink
 from .sampling import Sampler
+from .strategy_types import UP_PRE, Downlink, Upload, message_seed
 
 __all__ = [
     "Downlink", "Upload", "ServerContext", "ClientContext", "Strategy", "ClientProgram",
@@ -45,38 +47,10 @@ __all__ = [
     "UP_PRE", "message_seed",
 ]
 
-UP_PRE = struct.Struct("<I")  # u32 n_i, the FL preamble of every uplink
-
-
-def message_seed(run_seed: int, t: int, client: int) -> int:
-    """The ``seed`` handed to codecs for (round ``t``, ``client``): counter-based, rank-independent."""
-    return rng.derive_seed(run_seed, purpose=rng.Purpose.MESSAGE, stream=client, round=t)
-
-
 class NoOptions(BaseModel):
     """A method without ``[method]`` options."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(eq=False)
-class Downlink:
-    """One downlink payload. Reuse the same object for every client that gets identical bytes."""
-
-    sections: tuple[Any, ...]
-    theoretical_bits: float
-    flags: int = 0
-    codec: int = 0
-    kind: Kind = Kind.DOWN_MODEL
-
-
-@dataclass
-class Upload:
-    """What a client's encode step produced."""
-
-    sections: tuple[Any, ...]
-    theoretical_bits: float
-    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,7 +93,8 @@ class Strategy:
         self.sampler = Sampler(cfg.seed, ctx.num_clients, mode=s.mode, fraction=s.fraction,
                                dynamic=s.dynamic, beta=s.beta, c_min=s.c_min, epsilon=s.epsilon)
         self.w = ctx.w0.astype(np.float32, copy=True)
-        self._round_dl: Downlink | None = None
+        self.down = make_downlink(cfg.compress.downlink, ctx.down, ctx.n_params, cfg.seed,
+                                  ctx.num_clients, cfg.compress.ring, ctx.w0)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, t: int) -> np.ndarray:
@@ -130,16 +105,14 @@ class Strategy:
 
     # -- downlink ---------------------------------------------------------------------------
     def begin_round(self, t: int, clients: np.ndarray, n: np.ndarray) -> None:
-        self._round_dl = None
         agg = self.ctx.cfg.fl.aggregator
         self._mean = StreamingMean(self.ctx.n_params)
         self._stack: list[np.ndarray] | None = [] if agg != "mean" else None
 
     def downlink(self, t: int, client: int) -> Downlink:
-        """Dense float32 model, shared by every client of the round."""
-        if self._round_dl is None:
-            self._round_dl = Downlink((self.w,), 32.0 * self.ctx.n_params, flags=Flag.FULL_MODEL)
-        return self._round_dl
+        """The policy's payload (``compress.downlink``): dense (down codec applied to the
+        model, one shared payload per round) or delta (stateful clients, replay or full)."""
+        return self.down.for_client(t, client, self.w)
 
     def control(self, t: int, replies: Mapping[int, memoryview]) -> dict[int, Downlink]:
         raise NotImplementedError(f"{type(self).__name__} does not use control messages")
@@ -195,28 +168,31 @@ class Strategy:
     def state_dict(self) -> dict[str, Any]:
         d = {"w": self.w.copy()}
         d.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
+        d.update({f"down.{k}": v for k, v in self.down.state_dict().items()})
         return d
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.w = np.asarray(d["w"], dtype=np.float32).copy()
         self.sampler.load_state_dict({k[8:]: v for k, v in d.items() if k.startswith("sampler.")})
+        self.down.load_state_dict({k[5:]: v for k, v in d.items() if k.startswith("down.")})
 
 
 class ClientProgram:
     """Worker side of a method: receive, (control), train, encode. The base class is FedAvg."""
 
     uses_control: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+    """True if the program keeps per-client state in ``ctx.store`` beyond error feedback and
+    delta downlinks (the worker then picks a disk store when clients move between workers)."""
 
     def __init__(self, ctx: ClientContext) -> None:
         self.ctx = ctx
         self.ef = ErrorFeedback(_Prefixed(ctx.store, "ef")) if ctx.up.error_feedback else None
+        self.down = DownlinkReceiver(ctx.down, ctx.n_params, ctx.cfg.compress.downlink, ctx.store)
 
     def receive(self, t: int, client: int, flags: int, payload) -> np.ndarray:
-        """The model to start from: a dense float32 downlink."""
-        r = SectionReader(payload, "DOWN_MODEL")
-        w = r.array("<f4", self.ctx.n_params, "weights")
-        r.finish()
-        return w
+        """The model to start from (decoded per the downlink policy)."""
+        return self.down.receive(client, flags, payload)
 
     def control_payload(self, t: int, client: int, trainer, w: np.ndarray):
         raise NotImplementedError

@@ -36,7 +36,9 @@ class Worker:
         self.world, self.tx = world, transport
         self.cfg = world.cfg
         self.rank = transport.rank
-        self.store = make_store(self.cfg, transport.size - 1, state_dir, stateful=True)
+        stateful = (world.up.error_feedback or self.cfg.compress.downlink == "delta"
+                    or getattr(world.program_cls, "stateful", False))
+        self.store = make_store(self.cfg, transport.size - 1, state_dir, stateful=stateful)
         self.ckpt_dir = ckpt_dir
         ctx = ClientContext(self.cfg, world.options, world.n_params, world.w0, world.up,
                             world.down, self.store)

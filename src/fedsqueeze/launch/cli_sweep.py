@@ -40,11 +40,11 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # -- sweep ------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .slurm import SlurmOptions, render_sbatch, submit, template_path
-    from .sweep import expand_sweep, parse_sweep, write_manifest
+    from .sweep import expand_sweep, flat_overrides, parse_sweep, write_manifest
 
     job = load_job(args.job)
     sweep = parse_sweep(job)
-    items = expand_sweep(job)
+    items = expand_sweep(job, base=flat_overrides(args.set or []))
     table = apply_overrides(sweep.slurm, parse_overrides(args.slurm or []))
     options = SlurmOptions.parse(table, source=f"{job.path}: [sweep.slurm]")
     name = str(job.raw.get("name", Path(job.path).stem))
@@ -83,6 +83,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="expand a job's [sweep] into a SLURM job array")
     p.add_argument("job", help="job file with a [sweep] table, e.g. jobs/quickstart_sweep.toml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value in every run (not a swept key); repeatable")
     p.add_argument("--out", help="sweep folder (default: <log.out>/<job name>)")
     p.add_argument("--slurm", action="append", metavar="KEY=VALUE",
                    help="override a [sweep.slurm] option (TOML value); repeatable")

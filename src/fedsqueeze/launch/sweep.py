@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ MANIFEST = "manifest.json"
 SWEEP_FORMAT = 1
 """Version of the sweep folder layout (``sweep.json`` ``format``)."""
 _RESERVED = ("mode", "ranks", "slurm")
+_ERR_SPLIT = re.compile(r"; (?=[A-Za-z_][\w.]*(?: = |: unknown key))")
+"""Where ``config.from_dict`` joins the messages of several bad keys."""
 _DEFAULT_RANKS = 3
 
 
@@ -138,6 +141,15 @@ def _points(sweep: Sweep) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def _ranges(ints: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out: list[str] = []
+    for _, grp in itertools.groupby(enumerate(ints), lambda p: p[1] - p[0]):
+        run = [v for _, v in grp]
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ", ".join(out)
+
+
 def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -146,13 +158,9 @@ def flat_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["fl.rounds=2"]`` -> ``{"fl.rounds": 2}`` (values parsed as by ``--set``)."""
     out: dict[str, Any] = {}
     for item in items:
-        cur: Any = parse_overrides([item])
-        path = []
-        while isinstance(cur, dict) and len(cur) == 1 and len(path) < item.count("."):
-            (k, cur), = cur.items()
-            path.append(k)
-        (k, cur), = cur.items() if isinstance(cur, dict) else ((None, cur),)
-        out[".".join(path + [k])] = cur
+        parse_overrides([item])  # the same checks and messages as --set
+        key, raw = item.split("=", 1)
+        out[key.strip()] = parse_overrides([f"v={raw}"])["v"]
     return out
 
 
@@ -171,21 +179,27 @@ def expand_sweep(job: Job, base: Mapping[str, Any] | None = None) -> list[SweepI
                 raise ConfigError(f"{job.path}: --set {b} overlaps the sweep axis {a!r}")
     sweep_name = str(job.raw.get("name", Path(job.path).stem))
     items: list[SweepItem] = []
-    errors: list[str] = []
+    failed: dict[str, list[int]] = {}  # message -> tasks, so a bad value is named once
     for index, point in enumerate(_points(sweep)):
         flat = {**base, **point}
         try:
             cfg = job.config(nest(flat))
         except ConfigError as exc:
-            where = ", ".join(f"{k} = {_show(v)}" for k, v in flat.items()) or "no axes"
             msg = str(exc).removeprefix(f"{job.path}: ")
-            errors.append(f"task {index} ({where}): {msg}")
+            for part in _ERR_SPLIT.split(msg):
+                part = part.replace("Value error, ", "")
+                axes = [a for a in point if a in part]
+                sets = [b for b in base if b in part]
+                where = (f"sweep axis {max(axes, key=len)}" if axes else
+                         f"--set {max(sets, key=len)}" if sets else "not a sweep axis")
+                failed.setdefault(f"{part} [{where}", []).append(index)
             continue
         items.append(SweepItem(index, f"{sweep_name}-{index:04d}", flat, cfg))
-    if errors:
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise ConfigError(f"{job.path}: [sweep] {len(errors)} of {sweep.size()} runs are "
-                          "invalid: " + "; ".join(errors[:5]) + more)
+    if failed:
+        n_bad = sweep.size() - len(items)
+        lines = [f"{k}: task{'s' if len(v) > 1 else ''} {_ranges(v)}]" for k, v in failed.items()]
+        raise ConfigError(f"{job.path}: [sweep] {n_bad} of {sweep.size()} runs are invalid: "
+                          + "; ".join(lines))
     seen: dict[str, int] = {}
     for it in items:
         key = it.config.to_json()

@@ -63,8 +63,8 @@ def _say(msg: str) -> None:
     print(f"fedsqueeze[{time.strftime('%H:%M:%S')}]: {msg}", file=sys.stderr, flush=True)
 
 
-def _mpiexec() -> str:
-    explicit = os.environ.get("FEDSQUEEZE_MPIEXEC")
+def _mpiexec(env: Mapping[str, str]) -> str:
+    explicit = env.get("FEDSQUEEZE_MPIEXEC")
     if explicit:
         return explicit
     beside = Path(sys.executable).parent / "mpiexec"
@@ -107,7 +107,7 @@ def launcher_command(ranks: int, *, environ: Mapping[str, str] | None = None
         if slurm.cpus_per_task:  # srun >= 22.05 no longer inherits sbatch's --cpus-per-task
             cmd.append(f"--cpus-per-task={slurm.cpus_per_task}")
         return cmd + extra, {}
-    mpiexec = _mpiexec()
+    mpiexec = _mpiexec(env)
     add: dict[str, str] = {}
     if _is_open_mpi(mpiexec):  # MPICH oversubscribes by itself; Open MPI 5 needs telling
         add["PRTE_MCA_rmaps_default_mapping_policy"] = ":oversubscribe"

@@ -7,8 +7,9 @@ overwrites fixed-size datasets, which is all SWMR allows. Hence no variable-leng
 attribute changes after creation: text that is only known later lives in ``u8`` datasets
 (UTF-8) or fixed-width ``S`` datasets.
 
-The tree (``[attrs]``, ``(dataset dtype)``; every group and dataset also carries the attributes
-``encoding-type`` and ``encoding-version``)::
+The tree (``[attrs]``, ``(dataset dtype)``; dtypes by bit width: u32 = uint32, f64 = float64,
+S8 = 8-byte ASCII; every group and dataset also carries the attributes ``encoding-type`` and
+``encoding-version``)::
 
     /                      [encoding-type="fedsqueeze-run", encoding-version="1.0",
                             config (resolved config, JSON), n_params, <meta entries>: versions,
@@ -190,6 +191,8 @@ def _coerce(where: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     kind = values.dtype.kind
     if kind not in "biuf":
         raise ValueError(f"{where}: expected numbers, got dtype {values.dtype}")
+    if kind == "b":
+        values, kind = values.astype(np.uint8), "u"
     if dtype.kind == "f":
         return values.astype(dtype)
     if kind == "f" and (not np.all(np.isfinite(values)) or np.any(values != np.trunc(values))):

@@ -14,8 +14,15 @@ from fedsqueeze.compress.hierarchical import HDQ, tier_bounds
 from fedsqueeze.errors import WireFormatError
 from tests import naive
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     check_roundtrip, check_truncation, sample_vector)
+from .common import (
+    check_config_json,
+    check_deterministic,
+    check_nbytes,
+    check_repr,
+    check_roundtrip,
+    check_truncation,
+    sample_vector,
+)
 
 CODECS = [HDQ(), HDQ(rho=0.05, rounding="stochastic"), HDQ(rho=0.2, tiers=1, bits=(4,)),
           HDQ(rho=0.5, tiers=4, bits=(16, 6, 3, 1), error_feedback=False)]
@@ -65,7 +72,8 @@ def _expected_nbytes(x, codec, k):
     for (a, z), b in zip(tier_bounds(k, codec.tiers), codec.bits, strict=True):
         idx = np.sort(ranked[a:z])
         pos = min(len(naive.varint_encode(idx)), (n + 7) // 8)
-        total += 20 + wire.pad4(pos) + wire.pad4((z - a + 7) // 8) + wire.pad4(((z - a) * b + 7) // 8)
+        kh = z - a
+        total += 20 + wire.pad4(pos) + wire.pad4((kh + 7) // 8) + wire.pad4((kh * b + 7) // 8)
     return total
 
 
@@ -165,8 +173,9 @@ def test_parse_rejects_hostile_payloads(payload, match):
 
 @pytest.mark.parametrize("kwargs,exc", [
     ({"tiers": 0}, ValueError), ({"tiers": 2}, ValueError), ({"bits": (8, 4, 17)}, ValueError),
-    ({"bits": (8, 4, 0)}, ValueError), ({"bits": "842"}, TypeError), ({"rounding": "up"}, ValueError),
-    ({"scope": "per_tensor"}, ValueError), ({"error_feedback": 0}, TypeError), ({"rho": 2}, ValueError),
+    ({"bits": (8, 4, 0)}, ValueError), ({"bits": "842"}, TypeError),
+    ({"rounding": "up"}, ValueError), ({"scope": "per_tensor"}, ValueError),
+    ({"error_feedback": 0}, TypeError), ({"rho": 2}, ValueError),
 ])
 def test_constructor_validates(kwargs, exc):
     with pytest.raises(exc):

@@ -14,8 +14,7 @@ from fedsqueeze.compress.randk import RandK, randk_indices
 from fedsqueeze.errors import WireFormatError
 from tests import naive
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     sample_vector)
+from .common import check_config_json, check_deterministic, check_nbytes, check_repr, sample_vector
 
 CODECS = [RandK(), RandK(rho=0.1, shared=True), RandK(rho=1.0, error_feedback=True)]
 
@@ -137,3 +136,23 @@ def test_parse_rejects_hostile_payloads(payload, match):
 def test_constructor_validates(kwargs, exc):
     with pytest.raises(exc):
         RandK(**kwargs)
+
+
+def test_golden_frame_with_its_seed():
+    """The shared golden check parses without a seed; this one passes the frame's seed."""
+    import json
+
+    from fedsqueeze import compress
+
+    from .common import golden_cases
+
+    cases = golden_cases("randk")
+    assert cases, "no golden frames for randk: run python tests/fixtures/make_wire.py randk"
+    for meta_path in cases:
+        meta = json.loads(meta_path.read_text())
+        codec = compress.from_config(meta["config"])
+        _, payload = wire.unpack_frame(np.fromfile(meta_path.with_suffix(".frame"), np.uint8))
+        out = codec.decode(codec.parse(payload, meta["n"], seed=meta["seed"]))
+        np.testing.assert_array_equal(out, np.load(meta_path.with_suffix(".npy")))
+        x = sample_vector(meta["n"], meta["input_seed"], meta["kind"])
+        assert codec.encode(x, seed=meta["seed"])[0].payload() == bytes(payload)

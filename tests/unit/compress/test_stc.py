@@ -1,4 +1,5 @@
-"""STC codec (METHODS.md 6.10): shared checks, oracle, Rice parameter, byte formula, EF, hostile input."""
+"""STC codec (METHODS.md 6.10): shared checks, oracle, Rice parameter, byte formula, EF, hostile
+input."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from fedsqueeze.compress.stc import STC, rice_parameter
 from fedsqueeze.errors import WireFormatError
 from tests import naive
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     check_roundtrip, check_truncation, sample_vector)
+from .common import (
+    check_config_json,
+    check_deterministic,
+    check_nbytes,
+    check_repr,
+    check_roundtrip,
+    check_truncation,
+    sample_vector,
+)
 
 CODECS = [STC(), STC(rho=0.001, error_feedback=False), STC(rho=0.3), STC(rho=1.0)]
 
@@ -44,7 +52,8 @@ def test_decode_equals_oracle(rho, n, seed):
     np.testing.assert_array_equal(codec.decode(enc), naive.stc_values(x, enc.meta["k"]))
 
 
-@pytest.mark.parametrize("p,b", [(0.01, 6), (0.001, 9), (0.1, 3), (0.25, 1), (0.5, 0), (0.9, 0), (1.0, 0)])
+@pytest.mark.parametrize("p,b", [(0.01, 6), (0.001, 9), (0.1, 3), (0.25, 1), (0.5, 0), (0.9, 0),
+                                 (1.0, 0)])
 def test_rice_parameter(p, b):
     assert rice_parameter(p) == b
 

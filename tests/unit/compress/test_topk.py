@@ -1,4 +1,5 @@
-"""Top-k codec (METHODS.md 6.2): shared checks, oracle, byte formula, error feedback, hostile input."""
+"""Top-k codec (METHODS.md 6.2): shared checks, oracle, byte formula, error feedback, hostile
+input."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from fedsqueeze.compress.topk import TopK
 from fedsqueeze.errors import WireFormatError
 from tests import naive
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     check_roundtrip, check_truncation, sample_vector)
+from .common import (
+    check_config_json,
+    check_deterministic,
+    check_nbytes,
+    check_repr,
+    check_roundtrip,
+    check_truncation,
+    sample_vector,
+)
 
 CODECS = [TopK(), TopK(rho=0.05, error_feedback=False), TopK(rho=0.5), TopK(rho=1.0)]
 

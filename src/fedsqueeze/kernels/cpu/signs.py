@@ -6,10 +6,10 @@ the scale of the element's segment.
 
 Ternary (METHODS.md 6.5), per segment with clip bound ``cv`` and scale ``s = min(max|x|, cv)``::
 
-    g     = min(|x|, cv)                              (float32)
-    f24   = uint32((g / s) * 2^24)   (0 when s == 0)  (IEEE division, exact scaling, truncation)
-    keep  = (word >> 8) < f24                          word = Philox TERNGRAD, block i // 4, word i % 4
-    code  = 0 if not keep else (2 if x < 0 else 1)     two bits, four codes per byte
+    g     = min(|x|, cv)                            (float32)
+    f24   = uint32((g / s) * 2^24), 0 if s == 0     (IEEE division, exact scaling, truncation)
+    keep  = (word >> 8) < f24                        (word i % 4 of Philox TERNGRAD block i // 4)
+    code  = 0 if not keep else (2 if x < 0 else 1)   (two bits, four codes per byte)
 
 ``P(keep) = floor(|g|/s * 2^24) / 2^24``, so ``s * t`` is unbiased for the clipped vector to
 within ``2^-24 s``. Decoding maps 0, 1, 2 to 0, +s, -s and counts the invalid code 3.

@@ -1,14 +1,15 @@
-"""Exact top-k selection by radix select on integer keys: O(n) per pass, at most one pass per key byte.
+"""Exact top-k selection by radix select on integer keys: O(n) per pass, one pass per key byte.
 
-The selection never sorts the input. ``smallest_k`` finds the ``k`` smallest unsigned keys (ties: the
-smaller index first) with 256-bin histograms of successive key bytes, most significant first; it stops
-as soon as the bucket holding the k-th key is taken whole. A final scan in index order writes the
-selected indices, so they come out sorted.
+The selection never sorts the input. ``smallest_k`` finds the ``k`` smallest unsigned keys (ties:
+the smaller index first) with 256-bin histograms of successive key bytes, most significant first;
+it stops as soon as the bucket holding the k-th key is taken whole. A final scan in index order
+writes the selected indices, so they come out sorted.
 
-``topk_indices`` selects by magnitude: the key of ``v[i]`` is ``0x7FFFFFFF - (bits(v[i]) & 0x7FFFFFFF)``.
-The float32 bit pattern of ``|v|`` orders like ``|v|`` itself, so the smallest keys are the largest
-magnitudes, and ties go to the smaller index (METHODS.md 1.1). ``-0.0`` ties with ``0.0``; NaN ranks
-above every finite value and ``inf`` (callers reject non-finite input where it matters).
+``topk_indices`` selects by magnitude: the key of ``v[i]`` is
+``0x7FFFFFFF - (bits(v[i]) & 0x7FFFFFFF)``. The float32 bit pattern of ``|v|`` orders like ``|v|``
+itself, so the smallest keys are the largest magnitudes, and ties go to the smaller index
+(METHODS.md 1.1). ``-0.0`` ties with ``0.0``; NaN ranks above every finite value and ``inf``
+(callers reject non-finite input where it matters).
 
 Random-k uses ``smallest_k`` on 64-bit Philox keys (``randk_keys``). The ``kernels.cuda.topk`` twin
 computes the same thresholds and returns the same index set.
@@ -33,7 +34,7 @@ _S32 = np.uint64(32)
 
 @nb.njit(**NJIT)
 def magnitude_keys(v, out):  # pragma: no cover - compiled
-    """``out[i] = 0x7FFFFFFF - (bits(v[i]) & 0x7FFFFFFF)`` (uint32): ascending key = descending ``|v|``."""
+    """``out[i] = 0x7FFFFFFF - (bits(v[i]) & 0x7FFFFFFF)`` (uint32): keys ascend as |v| descends."""
     bits = v.view(np.uint32)
     for i in range(bits.shape[0]):
         out[i] = _ABS - (bits[i] & _ABS)
@@ -49,7 +50,7 @@ def randk_keys(out, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def _bucket(hist, need):  # pragma: no cover - compiled
-    """First bucket ``d`` whose cumulative count reaches ``need``; returns ``(d, count below d)``."""
+    """First bucket ``d`` whose cumulative count reaches ``need``: ``(d, count below d)``."""
     below = 0
     d = 0
     while d < HIST_BINS - 1 and below + hist[d] < need:

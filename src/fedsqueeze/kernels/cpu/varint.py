@@ -1,7 +1,8 @@
-"""Index streams: delta + unsigned LEB128 varint, and the ``D``-bit bitmap (METHODS.md 0.5). CPU only.
+"""Index streams: delta + unsigned LEB128 varint, and the ``D``-bit bitmap (METHODS.md 0.5).
 
-Sorted indices ``i_0 < i_1 < ...`` become gaps ``g_0 = i_0``, ``g_j = i_j - i_{j-1} - 1``; each gap is
-LEB128 (7 bits per byte, least significant group first, high bit = more bytes follow). The bitmap has
+CPU only. Sorted indices ``i_0 < i_1 < ...`` become gaps ``g_0 = i_0``,
+``g_j = i_j - i_{j-1} - 1``; each gap is LEB128 (7 bits per byte, least significant group first,
+high bit = more bytes follow). The bitmap has
 ``ceil(D / 8)`` bytes, bit ``i % 8`` (LSB = 0) of byte ``i // 8`` set iff ``i`` is present.
 
 Decoders trust nothing: they return a status code instead of raising (the codec turns a non-zero
@@ -133,7 +134,8 @@ def bitmap_encode(idx, out):  # pragma: no cover - compiled
 @nb.njit(**NJIT)
 def bitmap_decode(buf, k, n, out):  # pragma: no cover - compiled
     """Read the set bits of ``buf`` (``ceil(n / 8)`` bytes) into ``out`` (int64, room for ``k``) in
-    increasing order. Exactly ``k`` bits must be set, none at or beyond ``n``. Returns a status code."""
+    increasing order. Exactly ``k`` bits must be set, none at or beyond ``n``. Returns a status
+    code."""
     count = 0
     for byte in range(buf.shape[0]):
         b = np.int64(buf[byte])

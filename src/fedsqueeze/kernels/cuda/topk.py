@@ -29,7 +29,7 @@ _ABS = np.uint32(0x7FFFFFFF)
 
 
 def launch_shape(work: int) -> tuple[int, int]:
-    """``(blocks, threads)`` for ``work`` grid-stride items under the limits of ``kernels.config``."""
+    """``(blocks, threads)`` for ``work`` grid-stride items within ``kernels.config`` limits."""
     threads = _config.threads_per_block()
     if not 1 <= threads <= _MAX_THREADS:
         raise ValueError(f"threads per block = {threads}, expected 1..{_MAX_THREADS}")
@@ -51,7 +51,7 @@ def _iota(out):  # pragma: no cover - compiled
 
 @cuda.jit
 def _histogram(keys, first, sh, sh_hi, prefix, hist):  # pragma: no cover - compiled
-    """``hist[(key >> sh) & 255] += 1`` for keys whose higher bytes equal ``prefix`` (all if first)."""
+    """``hist[(key >> sh) & 255] += 1`` for keys whose higher bytes equal ``prefix`` (or all)."""
     sm = cuda.shared.array(256, int64)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
@@ -96,7 +96,7 @@ def _tile_counts(keys, sh, prefix, lt, eq):  # pragma: no cover - compiled
 
 @cuda.jit
 def _tile_scatter(keys, sh, prefix, need, lt_off, eq_off, out):  # pragma: no cover - compiled
-    """Write selected indices at ``#lt before i + min(#eq before i, need)`` (Hillis-Steele scans)."""
+    """Write selected indices at ``#lt before i + min(#eq before i, need)`` (Hillis-Steele)."""
     a = cuda.shared.array(_MAX_THREADS, int64)
     b = cuda.shared.array(_MAX_THREADS, int64)
     tid = cuda.threadIdx.x
@@ -180,6 +180,6 @@ def smallest_k(keys, k: int, hist, out) -> int:
 
 
 def topk_indices(v, k: int, keys, hist, out) -> int:
-    """Device twin: indices of the ``k`` largest ``|v|`` (ties by smaller index), sorted, into ``out``."""
+    """Device twin: sorted indices of the ``k`` largest ``|v|`` (ties: smaller index) in ``out``."""
     magnitude_keys(v, keys)
     return smallest_k(keys, k, hist, out)

@@ -1,0 +1,194 @@
+"""QSGD: stochastic uniform quantisation with bucket norms (METHODS.md 4.1, 4.4, 6.4).
+
+Payload (the FL layer prepends ``u32 n_i``)::
+
+    u16 s | u8 w | u8 coding (0 fixed) | u32 b | f32[ceil(n/b)] norms | ceil(n*w/8) code bytes, pad4
+
+Code ``j`` is ``(level << 1) | sign`` with ``w = 1 + ceil(log2(s + 1))`` bits, LSB first. The
+rounding rule (24-bit uniforms from Philox QSGD_ROUND keyed by the message seed) is in
+:mod:`fedsqueeze.kernels.cpu.quantize`; inputs on a CUDA device are encoded on the device.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from .. import rng
+from ..comm.wire import SectionReader, pad4
+from ..errors import WireFormatError
+from ..kernels import dispatch
+from ..kernels.cpu.quantize import code_width
+from .base import Compressor, Encoded, as_flat_f32, check_out
+from .registry import register
+
+__all__ = ["QSGD", "QSGDFamily", "MAX_LEVELS", "input_vector", "device_or_host_out"]
+
+PRE = struct.Struct("<HBBI")
+MAX_LEVELS = 32767
+"""Largest ``s``: ``w = 1 + 15 = 16`` bits, the widest code the packers take."""
+_CODINGS = {"fixed": 0}
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} = {value}, expected {lo}..{hi}")
+    return int(value)
+
+
+def input_vector(x):
+    """``(vector, n)``: a device vector stays on the device, anything else becomes flat f32."""
+    if dispatch.is_device(x):
+        v = dispatch.device_vector(x)
+        return v, int(v.shape[0])
+    v = as_flat_f32(x)
+    return v, int(v.shape[0])
+
+
+def device_or_host_out(out, n: int):
+    """``out`` checked as a float32 ``(n,)`` device or host array; a new host array if None."""
+    if out is None or not dispatch.is_device(out):
+        return check_out(out, n)
+    if tuple(out.shape) != (n,) or np.dtype(out.dtype) != np.float32:
+        raise ValueError(f"out must be float32 of shape ({n},), got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
+class QSGDFamily(Compressor):
+    """Shared payload, parsing and decoding of :class:`QSGD` and ``AdaQuant``.
+
+    Subclasses say which ``s`` an encode uses (:meth:`_levels`) and which ``s`` a received
+    payload may carry (:meth:`_accepts`).
+    """
+
+    stochastic = True
+    bucket: int
+    coding: str
+
+    def _levels(self, state: Any) -> int:
+        raise NotImplementedError
+
+    def _accepts(self, s: int) -> bool:
+        raise NotImplementedError
+
+    def _max_levels(self) -> int:
+        raise NotImplementedError
+
+    # -- data path ------------------------------------------------------------------------
+    def encode(self, x, *, seed: int, state: Any = None) -> tuple[Encoded, Any]:
+        s = self._levels(state)
+        v, n = input_vector(x)
+        w = code_width(s)
+        nb = -(-n // self.bucket)
+        norms = np.empty(nb, dtype="<f4")
+        codes = np.zeros((n * w + 7) // 8, dtype=np.uint8)
+        k0, k1 = rng.key_of(seed)
+        c3 = rng.counter3(rng.Purpose.QSGD_ROUND)
+        dispatch.qsgd_encode(v, (s, self.bucket, w, int(k0), int(k1), int(c3)), norms, codes)
+        if not np.isfinite(norms).all():
+            raise ValueError(f"{self.codec_id}: input holds NaN or Inf (bucket norms "
+                             f"{norms[~np.isfinite(norms)][:3].tolist()})")
+        pre = PRE.pack(s, w, _CODINGS[self.coding], self.bucket)
+        meta = {"s": s, "w": w, "bucket": self.bucket, "coding": self.coding}
+        return Encoded(meta, (pre, norms, codes), n), state
+
+    def parse(self, payload, n: int) -> Encoded:
+        cid = self.codec_id
+        r = SectionReader(payload, cid)
+        s, w, coding, b = r.struct(PRE, "preamble")
+        self._require(1 <= s and self._accepts(s),
+                      f"{cid}: s = {s} is not accepted by {self!r}")
+        self._require(w == code_width(s), f"{cid}: w = {w}, expected {code_width(s)} for s = {s}")
+        self._require(coding == _CODINGS[self.coding],
+                      f"{cid}: coding = {coding}, expected {_CODINGS[self.coding]}")
+        self._require(b == self.bucket, f"{cid}: bucket b = {b}, expected {self.bucket}")
+        norms = r.array("<f4", -(-n // b), "norms")
+        nbytes = (n * w + 7) // 8
+        codes = np.frombuffer(r.bytes(nbytes, "codes"), dtype=np.uint8)
+        r.finish()
+        self._require(bool(np.isfinite(norms).all() and (norms >= 0).all()),
+                      f"{cid}: norms must be finite and >= 0")
+        used = (n * w) % 8
+        self._require(used == 0 or int(codes[-1]) >> used == 0,
+                      f"{cid}: non-zero padding bits after code {n - 1}")
+        meta = {"s": int(s), "w": int(w), "bucket": int(b), "coding": self.coding}
+        return Encoded(meta, (PRE.pack(s, w, coding, b), norms, codes), n)
+
+    def decode(self, enc: Encoded, *, out=None):
+        m = enc.meta
+        norms = np.asarray(enc.sections[1], dtype=np.float32)
+        codes = np.frombuffer(enc.sections[2], dtype=np.uint8)
+        out = device_or_host_out(out, enc.n)
+        bad = dispatch.qsgd_decode(codes, norms, (m["s"], m["bucket"], m["w"]), out)
+        if bad:
+            raise WireFormatError(f"{self.codec_id}: {bad} codes have a level above s = {m['s']}")
+        return out
+
+    # -- sizes and diagnostics ------------------------------------------------------------
+    def max_nbytes(self, n: int) -> int:
+        return PRE.size + 4 * -(-n // self.bucket) + pad4((n * code_width(self._max_levels()) + 7)
+                                                          // 8)
+
+    def theoretical_bits(self, enc: Encoded) -> float:
+        """``32 ceil(n/b) + n (1 + log2(s + 1))`` (METHODS.md 4.4)."""
+        s = enc.meta["s"]
+        return 32.0 * -(-enc.n // self.bucket) + enc.n * (1.0 + math.log2(s + 1))
+
+    def diagnostics(self, enc: Encoded) -> dict[str, float]:
+        n = max(1, enc.n)
+        return {"s": float(enc.meta["s"]), "code_bits": float(enc.meta["w"]),
+                "bits_per_coord": 8.0 * enc.nbytes / n}
+
+
+@register
+class QSGD(QSGDFamily):
+    """QSGD with ``s`` levels per sign and buckets of ``bucket`` elements (fixed-length codes).
+
+    Parameters
+    ----------
+    s : int
+        Quantisation levels, 1..32767; codes take ``1 + ceil(log2(s + 1))`` bits.
+    bucket : int
+        Bucket length ``b``; each bucket sends its float32 L2 norm.
+    coding : {"fixed"}
+        Code layout. Elias coding (METHODS.md 4.1) is not implemented.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> q = QSGD(s=2)
+    >>> x = np.linspace(-1, 1, 4810).astype(np.float32)
+    >>> enc, _ = q.encode(x, seed=7)
+    >>> 24 + 4 + enc.nbytes                     # METHODS.md 6.12: D = 4810, s = 2, b = 512
+    1880
+    >>> y = q.decode(q.parse(enc.payload(), x.shape[0]))
+    >>> y.dtype, y.shape, q.diagnostics(enc)["code_bits"]
+    (dtype('float32'), (4810,), 3.0)
+    """
+
+    codec_id = "qsgd"
+
+    def __init__(self, *, s: int = 2, bucket: int = 512, coding: str = "fixed") -> None:
+        self.s = _check_int("s", s, 1, MAX_LEVELS)
+        self.bucket = _check_int("bucket", bucket, 1, 2**31 - 1)
+        if coding not in _CODINGS:
+            raise ValueError(f"coding = {coding!r}, expected one of {sorted(_CODINGS)} "
+                             "(Elias coding is not implemented)")
+        self.coding = coding
+
+    def _params(self) -> dict[str, Any]:
+        return {"s": self.s, "bucket": self.bucket, "coding": self.coding}
+
+    def _levels(self, state: Any) -> int:
+        return self.s
+
+    def _accepts(self, s: int) -> bool:
+        return s == self.s
+
+    def _max_levels(self) -> int:
+        return self.s
