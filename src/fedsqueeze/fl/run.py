@@ -16,7 +16,7 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import WorkerLost
 from .strategy import get_roles
-from .world import build_world
+from .world import build_world, check_ranks
 
 __all__ = ["run", "run_paths", "RunResult"]
 
@@ -73,6 +73,7 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
                          "mpiexec -n 4 python -m fedsqueeze run ...")
     tx = MPITransport(comm)
     world = build_world(cfg)
+    check_ranks(world, tx.size)
     paths = run_paths(cfg)
     ck = _load_checkpoint(paths) if resume else None
     server_cls, worker_cls = get_roles(cfg.fl.method)

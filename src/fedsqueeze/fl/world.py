@@ -75,8 +75,13 @@ def build_world(cfg: RunConfig) -> World:
 
     try:
         model = model_factory()
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"model.name = {cfg.model.name!r}: {exc}") from None
+        with torch.no_grad():  # the model must accept the dataset's inputs
+            model.eval()
+            model(torch.from_numpy(np.ascontiguousarray(ds.x_train[:2])))
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"model.name = {cfg.model.name!r} does not fit data.name = "
+                          f"{d.name!r} (input shape {tuple(ds.input_shape)}, "
+                          f"{ds.num_classes} classes): {exc}") from None
     n_params = int(num_params(model))
     w0 = flat_params(model)
     up = _codec(cfg.compress.up, n_params, cfg.seed)
@@ -84,6 +89,15 @@ def build_world(cfg: RunConfig) -> World:
     strategy_cls, program_cls, options = get_method(cfg.fl.method, cfg.method)
     return World(cfg, ds, parts, samples, model_factory, n_params, w0, up, down, strategy_cls,
                  program_cls, options)
+
+
+def check_ranks(world: World, n_ranks: int) -> None:
+    """A run needs 1 server rank and at most one worker per client."""
+    workers = n_ranks - 1
+    if workers > world.cfg.data.clients:
+        raise ConfigError(f"more ranks than needed: {n_ranks} ranks give {workers} workers for "
+                          f"data.clients = {world.cfg.data.clients}; use at most "
+                          f"{world.cfg.data.clients + 1} ranks")
 
 
 def _codec(config: dict, n_params: int, seed: int) -> compress.Compressor:

@@ -86,13 +86,14 @@ def test_bind_device_real_torch_on_this_machine():
 
 
 PROBE = """
-import json, os
+import json, sys
 from fedsqueeze.launch.ranks import discover
 info = discover()
 from mpi4py import MPI
 c = MPI.COMM_WORLD
-print(json.dumps({"mpi": [c.Get_rank(), c.Get_size()], "env": [info.rank, info.size,
-                  info.local_rank, info.local_size], "launcher": info.launcher}), flush=True)
+with open(f"{sys.argv[1]}/rank{c.Get_rank()}.json", "w") as f:  # mpiexec interleaves stdout
+    json.dump({"mpi": [c.Get_rank(), c.Get_size()], "env": [info.rank, info.size,
+               info.local_rank, info.local_size], "launcher": info.launcher}, f)
 """
 
 
@@ -103,15 +104,16 @@ def _mpiexec() -> str | None:
 
 @pytest.mark.mpi
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
-def test_discover_matches_mpi_under_mpiexec():
+def test_discover_matches_mpi_under_mpiexec(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI", "OMPI_"))}
-    p = subprocess.run([_mpiexec(), "-n", "3", sys.executable, "-c", PROBE], env=env,
+    p = subprocess.run([_mpiexec(), "-n", "3", sys.executable, "-c", PROBE, str(tmp_path)],
+                       env=env,
                        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
                        check=False)
     assert p.returncode == 0, p.stderr
-    rows = sorted(json.loads(line) for line in p.stdout.splitlines() if line.startswith("{"))
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     assert [r["mpi"] for r in rows] == [[0, 3], [1, 3], [2, 3]]
     for r in rows:
-        assert r["env"][:2] == r["mpi"]
+        assert r["launcher"] == "hydra" and r["env"][:2] == r["mpi"]
         assert r["env"][3] == 3 and 0 <= r["env"][2] < 3
     assert sorted(r["env"][2] for r in rows) == [0, 1, 2]
