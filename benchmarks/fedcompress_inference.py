@@ -39,8 +39,8 @@ from fedsqueeze.kernels.cpu import kmeans as K
 from fedsqueeze.methods.weight_clustering import clustered_mask
 
 
-def load_model(args) -> tuple[nn.Module, tuple[int, ...], str]:
-    """The model (dense weights), its input shape and a description of the weights."""
+def load_model(args) -> tuple[object, np.ndarray, tuple[int, ...], str]:
+    """A model builder, the weights to benchmark, the input shape and a description."""
     from fedsqueeze.data.datasets import load_dataset
     from fedsqueeze.models import build_model
 
@@ -51,15 +51,19 @@ def load_model(args) -> tuple[nn.Module, tuple[int, ...], str]:
         cfg = run.config
         ds = load_dataset(cfg["data"]["name"], seed=cfg["seed"], path=cfg["data"]["path"],
                           **cfg["data"]["options"])
-        model = build_model(cfg["model"]["name"], input_shape=ds.input_shape,
-                            num_classes=ds.num_classes, seed=cfg["seed"])
         if run.model is None:
             raise SystemExit(f"{args.h5}: the run wrote no final model")
-        set_flat_params(model, run.model)
-        return model, tuple(ds.input_shape), f"{args.h5} ({cfg['fl']['method']})"
-    model = build_model(args.model, input_shape=tuple(args.input_shape),
-                        num_classes=args.classes, seed=args.seed)
-    return model, tuple(args.input_shape), f"{args.model} Philox init, seed {args.seed}"
+
+        def factory() -> nn.Module:
+            return build_model(cfg["model"]["name"], input_shape=ds.input_shape,
+                               num_classes=ds.num_classes, seed=cfg["seed"])
+        return factory, run.model, tuple(ds.input_shape), f"{args.h5} ({cfg['fl']['method']})"
+
+    def factory() -> nn.Module:
+        return build_model(args.model, input_shape=tuple(args.input_shape),
+                           num_classes=args.classes, seed=args.seed)
+    w = flat_params(factory())
+    return factory, w, tuple(args.input_shape), f"{args.model} Philox init, seed {args.seed}"
 
 
 def cluster(model: nn.Module, k: int, seed: int, mode: str) -> dict[int, tuple]:
@@ -80,15 +84,13 @@ def cluster(model: nn.Module, k: int, seed: int, mode: str) -> dict[int, tuple]:
 
 
 def stripped(model: nn.Module, parts: dict[int, tuple]) -> nn.Module:
-    import copy
-
-    m = copy.deepcopy(model)
+    """``model`` with ``c[idx]`` written into its clustered parameters (in place)."""
     with torch.no_grad():
-        for i, p in enumerate(m.parameters()):
+        for i, p in enumerate(model.parameters()):
             if i in parts:
                 cb, ids = parts[i]
                 p.copy_(torch.from_numpy(cb[ids]).view_as(p))
-    return m
+    return model
 
 
 class NumbaNet:
@@ -181,10 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    dense, shape, what = load_model(args)
+    factory, w, shape, what = load_model(args)
+    dense, clustered = factory(), factory()
+    set_flat_params(dense, w)
+    set_flat_params(clustered, w)
     dense.eval()
     parts = cluster(dense, args.k, args.seed, args.cluster_layers)
-    clustered = stripped(dense, parts).eval()
+    clustered = stripped(clustered, parts).eval()
     nb_dense, nb_lut = NumbaNet(dense, parts, lut=False), NumbaNet(clustered, parts, lut=True)
     g = np.random.default_rng(args.seed)
     rows = []

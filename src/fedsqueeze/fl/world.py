@@ -84,8 +84,9 @@ def build_world(cfg: RunConfig) -> World:
                           f"{ds.num_classes} classes): {exc}") from None
     n_params = int(num_params(model))
     w0 = flat_params(model)
-    up = _codec(cfg.compress.up, n_params, cfg.seed)
-    down = _codec(cfg.compress.down, n_params, cfg.seed)
+    shapes = [list(p.shape) for p in model.parameters()]
+    up = _codec(cfg.compress.up, cfg.seed, shapes)
+    down = _codec(cfg.compress.down, cfg.seed, shapes)
     strategy_cls, program_cls, options = get_method(cfg.fl.method, cfg.method)
     return World(cfg, ds, parts, samples, model_factory, n_params, w0, up, down, strategy_cls,
                  program_cls, options)
@@ -100,12 +101,21 @@ def check_ranks(world: World, n_ranks: int) -> None:
                           f"{world.cfg.data.clients + 1} ranks")
 
 
-def _codec(config: dict, n_params: int, seed: int) -> compress.Compressor:
-    cfg = dict(config)
-    cls = compress.get_class(cfg["id"])
-    # codecs with run-level shared randomness (hash functions) take it from the run seed
+def _codec(config: dict, seed: int, shapes: list[list[int]]) -> compress.Compressor:
+    """Build a codec, filling run-level arguments the config leaves out: shared randomness
+    (``hash_seed``, ``init_seed``) from the run seed, and the model layout (``shapes``, or
+    ``segments`` = tensor sizes) for codecs that work per tensor."""
     import inspect
 
-    if "hash_seed" in inspect.signature(cls).parameters and "hash_seed" not in cfg:
-        cfg["hash_seed"] = seed
-    return cls.from_config(cfg)
+    cfg = dict(config)
+    cls = compress.get_class(cfg["id"])
+    params = inspect.signature(cls).parameters
+    fill = {"hash_seed": seed, "init_seed": seed, "shapes": shapes,
+            "segments": [int(np.prod(s)) for s in shapes]}
+    for key, value in fill.items():
+        if key in params and cfg.get(key) is None:
+            cfg[key] = value
+    try:
+        return cls.from_config(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"compress = {cfg['id']!r}: {exc}") from None

@@ -29,9 +29,9 @@ def philox4x32(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
     k0 = np.uint32(k0)
     k1 = np.uint32(k1)
     for r in range(10):
-        if r > 0:
-            k0 = np.uint32(k0 + W0)
-            k1 = np.uint32(k1 + W1)
+        if r > 0:  # key bump mod 2^32, computed in 64 bits so no overflow is ever raised
+            k0 = np.uint32((np.uint64(k0) + np.uint64(W0)) & MASK32)
+            k1 = np.uint32((np.uint64(k1) + np.uint64(W1)) & MASK32)
         p0 = M0 * np.uint64(c0)
         p1 = M1 * np.uint64(c2)
         hi0 = np.uint32(p0 >> SHIFT32)
