@@ -114,10 +114,11 @@ class NumbaNet:
                     cb, ids = parts[i]
                     self.ops.append(("lut", pack_ids(ids, cb.size), cb, bias,
                                      np.empty(m.in_channels * kh * kw, np.float32),
-                                     (index_width(cb.size), kh, kw, m.padding[0]), m.out_channels))
+                                     (index_width(cb.size), kh, kw), m.padding[0],
+                                     m.out_channels))
                 else:
                     w = np.ascontiguousarray(m.weight.detach().numpy().reshape(m.out_channels, -1))
-                    self.ops.append(("conv", w, bias, (kh, kw, m.padding[0]), m.out_channels))
+                    self.ops.append(("conv", w, bias, (kh, kw), m.padding[0], m.out_channels))
             elif isinstance(m, nn.ReLU):
                 self.ops.append(("relu",))
             elif isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
@@ -136,14 +137,16 @@ class NumbaNet:
         for op in self.ops:
             kind = op[0]
             if kind in ("lut", "conv"):
-                geom = op[-2]
-                kh, kw, pad = geom[-3:]
-                out = np.empty((x.shape[0], op[-1], x.shape[2] + 2 * pad - kh + 1,
-                                x.shape[3] + 2 * pad - kw + 1), np.float32)
+                geom, pad, c_out = op[-3:]
+                kh, kw = geom[-2:]
+                xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+                oh, ow = xp.shape[2] - kh + 1, xp.shape[3] - kw + 1
+                out = np.empty((x.shape[0], c_out, oh, ow), np.float32)
+                cols = np.empty((x.shape[0], x.shape[1] * kh * kw, oh * ow), np.float32)
                 if kind == "lut":
-                    K.lut_conv2d(x, op[1], op[2], op[3], op[4], out, geom)
+                    K.lut_conv2d(xp, op[1], op[2], op[3], op[4], cols, out, geom)
                 else:
-                    K.dense_conv2d(x, op[1], op[2], out, geom)
+                    K.dense_conv2d(xp, op[1], op[2], cols, out, geom)
                 x = out
             elif kind == "relu":
                 np.maximum(x, 0, out=x)

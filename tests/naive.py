@@ -292,7 +292,7 @@ def me_bytes(parts, layout) -> bytes:
     """The FedCompress model encoding: per clustered tensor ``u8 k | 3 zero bytes | f32[k] |
     packed ids (ceil(log2 k) bits) | zero pad to 4``, every other tensor ``f32[numel]``."""
     out = b""
-    for part, (numel, clustered) in zip(parts, layout):
+    for part, (_, clustered) in zip(parts, layout, strict=True):
         if clustered:
             codebook, ids = part
             k = len(codebook)

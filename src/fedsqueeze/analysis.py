@@ -24,7 +24,7 @@ from tabulate import tabulate
 from .errors import LogSchemaError
 from .log.reader import Run, read_run, read_status
 from .log.schema import TIME_COLUMNS
-from .log.summary import run_metrics
+from .log.summary import run_labels, run_metrics
 
 __all__ = ["report", "status", "load_runs", "plot_data", "STATE_LABELS"]
 
@@ -96,7 +96,7 @@ def plot_data(runs: Sequence[tuple[str, str, Run]]) -> dict[str, pd.DataFrame]:
     """The data frames behind each report plot (one row per plotted point or bar)."""
     curves, breakdown, clients = [], [], []
     for group, label, run in runs:
-        method = run_metrics(run)["method"]
+        method = run_labels(run)["method"]
         key = {"group": group, "label": label, "method": method}
         r = run.rounds
         if len(r):

@@ -98,6 +98,11 @@ class FLConfig(_Strict):
     worker_timeout_s: float = Field(300.0, gt=0)
     on_worker_loss: Literal["abort", "continue"] = "abort"
     client_state: Literal["auto", "memory", "disk"] = "auto"
+    faulty_fraction: float = Field(0.0, ge=0, le=1)
+    """Simulated faulty clients (experiments with robust aggregation): each sampled client is
+    faulty with this probability (Philox FAULT stream) and corrupts its upload per ``fault``."""
+    fault: Literal["nan", "inf", "scale", "garbage", "truncate"] = "nan"
+    fault_scale: float = Field(1e4, gt=0)
     target_accuracy: float | None = Field(None, gt=0, le=1)
 
 

@@ -55,6 +55,7 @@ class Purpose(enum.IntEnum):
     FRAMEWORK_SEED = 19
     DROPOUT = 20
     MESSAGE = 21
+    FAULT = 22
 
 
 _U32 = 0xFFFFFFFF

@@ -107,7 +107,8 @@ SlurmdPort={slurmd_port}
 SlurmUser={user}
 SlurmdUser={user}
 AuthType=auth/munge
-AuthInfo=socket={munge}/munge.socket.2
+# cred_expire: a requeued job waits this long before it may start again (default 120 s)
+AuthInfo=socket={munge}/munge.socket.2,cred_expire=10
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
@@ -315,6 +316,7 @@ if __name__ == "__main__":
         shutil.rmtree(root)
     c = LocalCluster(root).start()
     print(f"export SLURM_CONF={c.conf}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the daemons on kill <pid>
     try:
         signal.pause()
     except KeyboardInterrupt:

@@ -81,20 +81,33 @@ class MPITransport:
         """Nonblocking send; the frame is kept alive until :meth:`wait_sends`."""
         n = self._count(dest, tag, frame)
         req = self.comm.Isend([frame, n, self.MPI.BYTE], dest=dest, tag=tag)
-        self._pending.append((req, frame))
+        self._pending.append((req, frame, dest))
         self._reap()
         return n
 
     def _reap(self) -> None:
         if len(self._pending) > 64:
-            self._pending = [(r, f) for r, f in self._pending if not r.Test()]
+            self._pending = [p for p in self._pending if not p[0].Test()]
+
+    def abandon(self, dest: int) -> None:
+        """Forget pending sends to a rank that is gone (best effort cancel)."""
+        keep = []
+        for req, frame, d in self._pending:
+            if d == dest:
+                try:
+                    req.Cancel()
+                except self.MPI.Exception:
+                    pass
+            else:
+                keep.append((req, frame, d))
+        self._pending = keep
 
     def wait_sends(self, timeout: float | None = None) -> None:
         """Complete every pending :meth:`isend` (raises :class:`TimeoutExpired` after ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self.poll_min
         while self._pending:
-            self._pending = [(r, f) for r, f in self._pending if not r.Test()]
+            self._pending = [p for p in self._pending if not p[0].Test()]
             if not self._pending:
                 break
             if deadline is not None and time.monotonic() > deadline:

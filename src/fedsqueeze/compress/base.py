@@ -22,7 +22,14 @@ import numpy as np
 from ..comm.wire import join_sections, pad4
 from ..errors import WireFormatError
 
-__all__ = ["Compressor", "Encoded", "ErrorFeedback", "as_flat_f32", "check_out"]
+__all__ = ["Compressor", "Encoded", "ErrorFeedback", "as_flat_f32", "check_out", "parse_payload"]
+
+
+def parse_payload(codec, payload, n: int, seed: int | None) -> Encoded:
+    """``codec.parse`` with the message seed when the codec needs it."""
+    if codec.needs_seed:
+        return codec.parse(payload, n, seed=seed)
+    return codec.parse(payload, n)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,16 @@ class Compressor(abc.ABC):
     stochastic: ClassVar[bool] = False
     error_feedback: bool = False
     """When true the FL worker keeps a per-client residual (:class:`ErrorFeedback`)."""
+    needs_seed: ClassVar[bool] = False
+    """True if the decoder regenerates randomness from the encoder's seed (random-k): then
+    :meth:`parse` takes ``seed=`` (use :func:`parse_payload`)."""
+
+    def message_seed(self, run_seed: int, t: int, client: int) -> int:
+        """The ``seed`` the FL layer passes to :meth:`encode` (and to :meth:`parse` when
+        ``needs_seed``) for round ``t`` and ``client``: one counter-based stream per message."""
+        from .. import rng
+
+        return rng.derive_seed(run_seed, purpose=rng.Purpose.MESSAGE, stream=client, round=t)
 
     # -- configuration --------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

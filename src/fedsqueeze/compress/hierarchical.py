@@ -137,8 +137,7 @@ class HDQ(Compressor):
     def _uniforms(self, seed: int, k: int) -> np.ndarray | None:
         if self.rounding != "stochastic":
             return None
-        with np.errstate(over="ignore"):  # Philox wraps u32 on purpose (warns without JIT)
-            return rng.uniform24(seed, purpose=rng.Purpose.HDQ_ROUND, n=k).astype(np.float64)
+        return rng.uniform24(seed, purpose=rng.Purpose.HDQ_ROUND, n=k).astype(np.float64)
 
     def _quantize(self, mags: np.ndarray, b: int, u: np.ndarray | None):
         """``(lo, hi, levels)`` of one tier's magnitudes (float32) with ``b`` bits."""

@@ -10,8 +10,8 @@ The index set is not sent. It is the ``k`` indices with the smallest 64-bit Phil
 
 * ``encode`` stores it in ``Encoded.meta["seed"]``, so ``decode`` of an encoder's output works.
 * ``parse(payload, n, seed=...)`` must be given the same seed (``TypeError`` if it is missing).
-  The FL layer knows it without extra bytes: it is ``message_seed(run_seed, t, client)`` for the
-  frame's round and client, or :meth:`RandK.mask_seed` when ``shared=True``.
+  The FL layer knows it without extra bytes: it is :meth:`RandK.message_seed` of the run seed and
+  the frame's round and client (the client drops out of the key when ``shared=True``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ def randk_indices(n: int, k: int, seed: int) -> np.ndarray:
     """Sorted int64 indices of the ``k`` smallest Philox RANDK keys among ``range(n)``."""
     k0, k1 = rng.key_of(seed)
     keys = np.empty(n, dtype=np.uint64)
-    # the kernel relies on u32 wrap-around; without JIT (NUMBA_DISABLE_JIT=1) NumPy warns about it
-    with np.errstate(over="ignore"):
-        _topk.randk_keys(keys, np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.RANDK), k0, k1)
+    _topk.randk_keys(keys, np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.RANDK), k0, k1)
     out = np.empty(min(k, n), dtype=np.int64)
     _topk.smallest_k(keys, out.shape[0], np.empty(_topk.HIST_BINS, np.int64), out)
     return out
@@ -57,8 +55,8 @@ class RandK(Compressor):
     rho : float
         Kept fraction in ``(0, 1]``.
     shared : bool
-        Same mask for every client of a round. Only :meth:`mask_seed` reads it: the FL layer must
-        then key ``encode`` and ``parse`` with ``mask_seed(run_seed, t, client)``.
+        Same mask for every client of a round. Only :meth:`message_seed` reads it; the FL layer
+        keys ``encode`` and ``parse`` with it.
     error_feedback : bool
         Whether the FL worker keeps residuals for this codec.
 
@@ -92,12 +90,11 @@ class RandK(Compressor):
     def _params(self):
         return {"rho": self.rho, "shared": self.shared, "error_feedback": self.error_feedback}
 
-    def mask_seed(self, run_seed: int, t: int, client: int) -> int:
+    def message_seed(self, run_seed: int, t: int, client: int) -> int:
         """The seed METHODS.md 6.3 keys the mask with: (run_seed, RANDK, round ``t``, stream =
         ``client``, or 0 when ``shared``)."""
         stream = 0 if self.shared else int(client)
-        with np.errstate(over="ignore"):  # Philox wraps u32 on purpose (warns without JIT)
-            return rng.derive_seed(run_seed, purpose=rng.Purpose.RANDK, stream=stream, round=t)
+        return rng.derive_seed(run_seed, purpose=rng.Purpose.RANDK, stream=stream, round=t)
 
     def encode(self, x, *, seed: int, state=None):
         v = as_flat_f32(x)

@@ -317,7 +317,8 @@ def make_projection(kind: str, rows: int, dim: int, *, seed: int, subspace: int 
         return one(rows, dim, 0)
     if sum(layout) != rows:
         raise ValueError(f"layout sums to {sum(layout)}, the vector has {rows} elements")
-    return PerLayer([one(n, m, t) for t, (n, m) in enumerate(zip(layout, layer_dims(dim, layout)))])
+    return PerLayer([one(n, m, t) for t, (n, m) in enumerate(zip(layout, layer_dims(dim, layout),
+                                                               strict=True))])
 
 
 class _IGC(Compressor):

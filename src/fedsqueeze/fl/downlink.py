@@ -19,7 +19,7 @@ import numpy as np
 
 from ..comm.tags import Flag
 from ..comm.wire import SectionReader, pad4
-from ..compress.base import Compressor
+from ..compress.base import Compressor, parse_payload
 from ..errors import WireFormatError
 from .strategy_types import Downlink, message_seed
 
@@ -39,7 +39,8 @@ class DenseDownlink:
 
     def for_client(self, t: int, client: int, w: np.ndarray) -> Downlink:
         if self._cache is None or self._cache[0] != t:
-            enc, _ = self.codec.encode(w, seed=message_seed(self.seed, t, SYSTEM_STREAM))
+            enc, _ = self.codec.encode(w, seed=message_seed(self.seed, t, SYSTEM_STREAM,
+                                                            self.codec))
             self._cache = (t, Downlink(tuple(enc.sections), self.codec.theoretical_bits(enc),
                                        flags=Flag.FULL_MODEL))
         return self._cache[1]
@@ -67,7 +68,7 @@ class DeltaDownlink:
         if self.view_round == t:
             return
         enc, _ = self.codec.encode((w - self.view).astype(np.float32),
-                                   seed=message_seed(self.seed, t, SYSTEM_STREAM))
+                                   seed=message_seed(self.seed, t, SYSTEM_STREAM, self.codec))
         self.view += self.codec.decode(enc)
         self.buffer[t] = enc.payload()
         self._bits = getattr(self, "_bits", {})
@@ -126,12 +127,16 @@ def make_downlink(policy: str, codec: Compressor, n: int, seed: int, num_clients
 class DownlinkReceiver:
     """Client side: turns a downlink payload into the model to start from."""
 
-    def __init__(self, codec: Compressor, n: int, policy: str, store) -> None:
-        self.codec, self.n, self.policy, self.store = codec, n, policy, store
+    def __init__(self, codec: Compressor, n: int, policy: str, store, seed: int) -> None:
+        self.codec, self.n, self.policy, self.store, self.seed = codec, n, policy, store, seed
 
-    def receive(self, client: int, flags: int, payload) -> np.ndarray:
+    def _decode(self, payload, t: int) -> np.ndarray:
+        seed = message_seed(self.seed, t, SYSTEM_STREAM, self.codec)
+        return self.codec.decode(parse_payload(self.codec, payload, self.n, seed))
+
+    def receive(self, t: int, client: int, flags: int, payload) -> np.ndarray:
         if self.policy == "dense":
-            return self.codec.decode(self.codec.parse(payload, self.n))
+            return self._decode(payload, t)
         if flags & Flag.FULL_MODEL:
             r = SectionReader(payload, "DOWN_MODEL")
             w = r.array("<f4", self.n, "model").copy()
@@ -146,9 +151,9 @@ class DownlinkReceiver:
             if count > 1 << 20:
                 raise WireFormatError(f"replay count {count} is implausible")
             for _ in range(count):
-                _rnd, nbytes = r.struct(_ENTRY, "entry")
+                rnd, nbytes = r.struct(_ENTRY, "entry")
                 body = r.bytes(nbytes, "update")
-                w += self.codec.decode(self.codec.parse(body, self.n))
+                w += self._decode(body, rnd)
             r.finish()
         else:
             raise WireFormatError(f"downlink flags {flags:#x}: neither full model nor replay")

@@ -47,12 +47,18 @@ def _save_checkpoint(server, paths, t: int) -> Path:
                                                         client=SYSTEM_CLIENT))
     for w in server.workers:
         server.tx.recv_frame(w, int(Kind.METRICS), timeout=server.cfg.fl.worker_timeout_s)
-    state = {f"strategy/{k}": np.asarray(v) for k, v in server.strategy.state_dict().items()}
+    _save_server_state(ck, t, server.strategy.state_dict(), server, complete=True)
+    return ck
+
+
+def _save_server_state(ck: Path, t: int, state: dict, server, *, complete: bool) -> None:
+    """``server.npz``: strategy state before round ``t``; ``complete`` = worker snapshots too."""
+    ck.mkdir(parents=True, exist_ok=True)
+    arrays = {f"strategy/{k}": np.asarray(v) for k, v in state.items()}
     tmp = ck / "server.tmp.npz"
     np.savez(tmp, next_round=np.int64(t), totals=np.array([server.total_up, server.total_down]),
-             n_workers=np.int64(len(server.workers)), **state)
+             n_workers=np.int64(len(server.workers)), complete=np.bool_(complete), **arrays)
     os.replace(tmp, ck / "server.npz")
-    return ck
 
 
 def _load_checkpoint(paths) -> tuple[int, dict, np.ndarray] | None:
@@ -134,6 +140,12 @@ def _serve(cfg, world, tx, paths, ck, progress, Server) -> RunResult:
                   file=sys.stderr)
             raise SystemExit(3) from None
         except (WorkerLost, Exception) as exc:  # noqa: BLE001 - log every failure, then re-raise
+            if isinstance(exc, WorkerLost) and getattr(server, "round_start_state", None):
+                t_fail, state = server.round_start_state
+                _save_server_state(paths["ckpt"], t_fail, state, server, complete=False)
+                log.event(t_fail, "error", "checkpoint",
+                          f"server state before round {t_fail} saved in {paths['ckpt']} "
+                          "(client state of the lost rank is gone)")
             log.event(-1, "error", type(exc).__name__, f"{exc}\n{traceback.format_exc()}")
             log.set_status("failed", error=f"{type(exc).__name__}: {exc}")
             log.write_model(server.strategy.weights)

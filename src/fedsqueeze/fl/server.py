@@ -97,7 +97,7 @@ class Server:
 
     def _system(self, t: int, dest: int, kind: Kind, sections, system_bytes: list[int]) -> None:
         frame = pack_frame(kind, sections, round=t, client=SYSTEM_CLIENT)
-        system_bytes.append(self.tx.send(dest, int(kind), frame))
+        system_bytes.append(self.tx.isend(dest, int(kind), frame))
 
     def _handle_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
@@ -138,6 +138,7 @@ class Server:
         t0 = time.perf_counter()
         timers = defaultdict(float)
         sys_bytes: list[int] = []
+        self.round_start_state = (t, st.state_dict())  # what a failure checkpoint saves
         clients = st.sample(t)
         drop = self._dropouts(t, clients)
         st.begin_round(t, clients, W.samples[clients])
@@ -165,7 +166,7 @@ class Server:
                 first = int(cs[index.index(j)])
                 frame = pack_frame(dl.kind, dl.sections, round=t, client=first, flags=dl.flags,
                                    codec=dl.codec)
-                self.tx.send(w, int(dl.kind), frame)
+                self.tx.isend(w, int(dl.kind), frame)
                 frames.append((frame.shape[0], _pad_of(dl.sections), first))
             for c, j in zip(cs, index):
                 nbytes, pad, first = frames[j]
@@ -181,7 +182,15 @@ class Server:
         deadline = None if cfg.fl.deadline_s is None else time.monotonic() + cfg.fl.deadline_s
         diag_rows = {}
         for c in active:
-            got = self._recv_update(t, c, owner[c], deadline, timers)
+            if owner[c] in self.lost:
+                missing.append(c)
+                continue
+            try:
+                got = self._recv_update(t, c, owner[c], deadline, timers)
+            except WorkerLost as exc:
+                self._worker_lost(t, owner[c], exc)
+                missing.append(c)
+                continue
             if got is None:
                 missing.append(c)
                 continue
@@ -283,17 +292,35 @@ class Server:
             dl = answers[c]
             frame = pack_frame(dl.kind, dl.sections, round=t, client=c, flags=dl.flags,
                                codec=dl.codec)
-            n = self.tx.send(owner[c], int(dl.kind), frame)
+            n = self.tx.isend(owner[c], int(dl.kind), frame)
             self.comm.add(round=t, client=c, direction=0, kind=dl.kind, payload=n - HEADER_SIZE,
                           pad=_pad_of(dl.sections), bits=dl.theoretical_bits, physical=True)
             down_bytes[c] += n
 
+    def _worker_lost(self, t: int, worker: int, exc: Exception) -> None:
+        """Abort the run (default) or carry on without ``worker`` (``fl.on_worker_loss``)."""
+        self.log.event(t, "error", "worker_lost", f"rank {worker}: {exc}")
+        self.log.flush()
+        if self.cfg.fl.on_worker_loss == "abort":
+            raise WorkerLost(f"worker rank {worker} lost in round {t}: {exc}")
+        self.lost.add(worker)
+        self.tx.abandon(worker)
+        if len(self.lost) == len(self.workers):
+            raise WorkerLost("every worker rank is lost")
+
     def _recv_metrics(self, t, plan, timers, sys_bytes) -> dict[int, dict]:
         rows: dict[int, dict] = {}
         for w in plan:
+            if w in self.lost:
+                continue
             tw = time.perf_counter()
-            header, payload, _, nbytes = self.tx.recv_frame(
-                w, int(Kind.METRICS), timeout=self.cfg.fl.worker_timeout_s, max_payload=64 << 20)
+            try:
+                header, payload, _, nbytes = self.tx.recv_frame(
+                    w, int(Kind.METRICS), timeout=self.cfg.fl.worker_timeout_s,
+                    max_payload=64 << 20)
+            except WorkerLost as exc:
+                self._worker_lost(t, w, exc)
+                continue
             timers["t_wait"] += time.perf_counter() - tw
             sys_bytes.append(nbytes)
             data = P.parse_json(payload, "METRICS")
@@ -358,6 +385,7 @@ class Server:
             self.log.append_comm(comm)
         self.log.append_system(t, int(sum(sys_bytes)))
         self.log.flush()
+        self.tx.wait_sends(timeout=self.cfg.fl.worker_timeout_s)
         return row
 
     # -- the whole run ----------------------------------------------------------------------
@@ -367,8 +395,9 @@ class Server:
                 continue
             task = P.TaskList(P.Cmd.STOP, t, np.zeros(0, np.int64), np.zeros(0, np.int64),
                               np.zeros(0, bool), 0)
-            self.tx.send(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(),
-                                                          round=t, client=SYSTEM_CLIENT))
+            self.tx.isend(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(),
+                                                           round=t, client=SYSTEM_CLIENT))
+        self.tx.wait_sends(timeout=self.cfg.fl.worker_timeout_s)
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..comm.tags import Flag, Kind
 from ..comm.wire import SectionReader
-from ..compress.base import Compressor, Encoded, ErrorFeedback
+from ..compress.base import Compressor, Encoded, ErrorFeedback, parse_payload
 from ..errors import ConfigError, UpdateRejected, WireFormatError
 from .. import rng
 from .aggregate import StreamingMean, coordinate_median, trimmed_mean
@@ -120,8 +120,9 @@ class Strategy:
     # -- uplink -----------------------------------------------------------------------------
     def decode_update(self, t: int, client: int, payload) -> np.ndarray:
         """Parse and decode an uplink payload (after the u32 n_i) with the uplink codec."""
-        enc = self.ctx.up.parse(payload, self.ctx.n_params)
-        return self.ctx.up.decode(enc)
+        up = self.ctx.up
+        seed = message_seed(self.ctx.cfg.seed, t, client, up)
+        return up.decode(parse_payload(up, payload, self.ctx.n_params, seed))
 
     def accumulate(self, t: int, client: int, n: int, payload) -> dict[str, float]:
         """Decode, check and add one update (called in increasing client id)."""
@@ -188,11 +189,12 @@ class ClientProgram:
     def __init__(self, ctx: ClientContext) -> None:
         self.ctx = ctx
         self.ef = ErrorFeedback(_Prefixed(ctx.store, "ef")) if ctx.up.error_feedback else None
-        self.down = DownlinkReceiver(ctx.down, ctx.n_params, ctx.cfg.compress.downlink, ctx.store)
+        self.down = DownlinkReceiver(ctx.down, ctx.n_params, ctx.cfg.compress.downlink, ctx.store,
+                                     ctx.cfg.seed)
 
     def receive(self, t: int, client: int, flags: int, payload) -> np.ndarray:
         """The model to start from (decoded per the downlink policy)."""
-        return self.down.receive(client, flags, payload)
+        return self.down.receive(t, client, flags, payload)
 
     def control_payload(self, t: int, client: int, trainer, w: np.ndarray):
         raise NotImplementedError
@@ -210,7 +212,7 @@ class ClientProgram:
     def encode(self, t: int, client: int, update: np.ndarray, n: int) -> Upload:
         """Encode ``update`` with the uplink codec, through error feedback when enabled."""
         codec = self.ctx.up
-        seed = message_seed(self.ctx.cfg.seed, t, client)
+        seed = message_seed(self.ctx.cfg.seed, t, client, codec)
         v = self.ef.compensate(client, update) if self.ef is not None else update
         enc, _ = codec.encode(v, seed=seed, state=self.codec_state(t, client))
         diag = codec.diagnostics(enc)

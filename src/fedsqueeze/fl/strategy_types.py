@@ -14,8 +14,11 @@ __all__ = ["UP_PRE", "message_seed", "Downlink", "Upload"]
 UP_PRE = struct.Struct("<I")  # u32 n_i, the FL preamble of every uplink
 
 
-def message_seed(run_seed: int, t: int, client: int) -> int:
-    """The ``seed`` handed to codecs for (round ``t``, ``client``): counter-based, rank-independent."""
+def message_seed(run_seed: int, t: int, client: int, codec=None) -> int:
+    """The ``seed`` handed to codecs for (round ``t``, ``client``): counter-based, rank-independent.
+    A codec may define its own derivation (``Compressor.message_seed``, e.g. a shared mask)."""
+    if codec is not None:
+        return codec.message_seed(run_seed, t, client)
     return rng.derive_seed(run_seed, purpose=rng.Purpose.MESSAGE, stream=client, round=t)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
+from . import faults
 from . import protocol as P
 from .state import DiskStore, MemoryStore
 from .strategy import ClientContext
@@ -101,8 +102,12 @@ class Worker:
             w_end, stats = prog.train(t, c, self.trainer, starts[c])
             t1 = time.perf_counter()
             update = (w_end - starts[c]).astype(np.float32) if w_end is not None else None
+            fault = faults.pick(self.cfg, t, c)
+            if fault in ("nan", "inf", "scale"):
+                update = faults.corrupt_update(update, fault, self.cfg.fl.fault_scale)
             up = prog.encode(t, c, update, int(self.world.samples[c]))
-            frame = pack_frame(Kind.UP_UPDATE, up.sections, round=t, client=c)
+            sections = faults.corrupt_payload(up.sections, fault, self.cfg.seed, t, c)
+            frame = pack_frame(Kind.UP_UPDATE, sections, round=t, client=c)
             sent = self.tx.isend(0, int(Kind.UP_UPDATE), frame)
             t2 = time.perf_counter()
             pad = sum(pad4(memoryview(s).nbytes) - memoryview(s).nbytes for s in up.sections)

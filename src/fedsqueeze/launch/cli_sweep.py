@@ -50,7 +50,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     name = str(job.raw.get("name", Path(job.path).stem))
     folder = Path(args.out) if args.out else Path(items[0].config.log.out) / name
     folder = folder.resolve()
-    array = f"0-{len(items) - 1}" + (f"%{options.max_parallel}" if options.max_parallel else "")
+    tasks = _task_list(args.tasks, len(items)) if args.tasks else f"0-{len(items) - 1}"
+    array = tasks + (f"%{options.max_parallel}" if options.max_parallel else "")
     template = Path(args.template) if args.template else template_path("sweep")
     script = render_sbatch(template.read_text(), options, job_name=name, ntasks=sweep.ranks,
                            output=f"{folder}/logs/{name}-%4a.out", array=array)
@@ -80,6 +81,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_list(spec: str, n: int) -> str:
+    """Check ``"0,3-5"`` against ``n`` tasks; return it normalised for ``--array``."""
+    parts = []
+    for part in spec.replace(" ", "").split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ConfigError(f"--tasks {spec!r}: expected indices and ranges like 0,3-5") from None
+        if not 0 <= a <= b < n:
+            raise ConfigError(f"--tasks {spec!r}: {part} is outside the sweep's tasks 0-{n - 1}")
+        parts.append(str(a) if a == b else f"{a}-{b}")
+    return ",".join(parts)
+
+
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="expand a job's [sweep] into a SLURM job array")
     p.add_argument("job", help="job file with a [sweep] table, e.g. jobs/quickstart_sweep.toml")
@@ -88,6 +104,8 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep folder (default: <log.out>/<job name>)")
     p.add_argument("--slurm", action="append", metavar="KEY=VALUE",
                    help="override a [sweep.slurm] option (TOML value); repeatable")
+    p.add_argument("--tasks", metavar="LIST",
+                   help="submit only these tasks, e.g. 0,3-5 (re-run failed ones)")
     p.add_argument("--template", help="sbatch template (default: slurm/sweep.sbatch)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",

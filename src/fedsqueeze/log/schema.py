@@ -59,7 +59,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
+import h5py
 import numpy as np
 import numpy.typing as npt
 
@@ -87,6 +89,7 @@ __all__ = [
     "table_columns",
     "extra_columns",
     "conform_rows",
+    "create_tree",
 ]
 
 SCHEMA_NAME = "fedsqueeze-run"
@@ -246,3 +249,69 @@ def conform_rows(table: str, columns: ColumnSpec,
         else:
             out[name] = _blank(dtype, n)
     return out
+
+
+def _stamp(obj: h5py.HLObject, kind: str) -> None:
+    obj.attrs["encoding-type"] = ENCODING_TYPES[kind]
+    obj.attrs["encoding-version"] = SCHEMA_VERSION
+
+
+def _fixed(parent: h5py.Group, name: str, dtype: np.dtype, value: Any) -> h5py.Dataset:
+    ds = parent.create_dataset(name, data=np.full(1, value, dtype))
+    _stamp(ds, "array")
+    return ds
+
+
+def _extendable(parent: h5py.Group, name: str, dtype: np.dtype, chunk: int,
+                kind: str = "column") -> h5py.Dataset:
+    ds = parent.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype)
+    _stamp(ds, kind)
+    return ds
+
+
+def _group(parent: h5py.Group, name: str, kind: str = "group") -> h5py.Group:
+    g = parent.create_group(name)
+    _stamp(g, kind)
+    return g
+
+
+def create_tree(f: h5py.File, *, config_json: str, meta: Mapping[str, Any],
+                columns: Mapping[str, ColumnSpec], n_params: int) -> dict[str, Any]:
+    """Create every object of the tree above in the empty file ``f`` (before SWMR starts).
+
+    Returns the datasets the writer fills later: ``tables`` (table -> column -> dataset),
+    ``text``, ``offsets``, ``indices``, ``weights``, ``written``, ``layout``, ``checkpoint``,
+    ``state``, ``error`` and ``commit``.
+    """
+    _stamp(f, "root")
+    f.attrs["config"] = config_json
+    f.attrs["n_params"] = np.int64(n_params)
+    for key, value in meta.items():
+        f.attrs[key] = value
+    h: dict[str, Any] = {"tables": {}}
+    for table, cols in columns.items():
+        g = _group(f, table, "table")
+        g.attrs["column-order"] = [n for n, _ in cols]
+        h["tables"][table] = {n: _extendable(g, n, dt, TABLE_CHUNK_ROWS[table]) for n, dt in cols}
+    u8 = np.dtype("u1")
+    h["text"] = _extendable(f["events"], "text", u8, 1024, "text")
+    part = _group(f, "partition")
+    h["offsets"] = _extendable(part, "offsets", np.dtype("u8"), 1024, "array")
+    h["indices"] = _extendable(part, "indices", np.dtype("i8"), 4096, "array")
+    model = _group(f, "model")
+    chunks = (min(n_params, 1 << 20),) if n_params else None
+    h["weights"] = model.create_dataset("weights", shape=(n_params,), dtype="f4", chunks=chunks,
+                                        fillvalue=np.float32(np.nan))
+    _stamp(h["weights"], "array")
+    h["written"] = _fixed(model, "written", u8, 0)
+    h["layout"] = _extendable(model, "layout", u8, 1024, "text")
+    h["checkpoint"] = _fixed(model, "checkpoint", TEXT_DTYPE, b"")
+    status = _group(f, "status")
+    h["state"] = _fixed(status, "state", STATE_DTYPE, b"running")
+    h["error"] = _fixed(status, "error", TEXT_DTYPE, b"")
+    commit = np.zeros(len(COMMIT_FIELDS), np.int64)
+    commit[0] = -1
+    h["commit"] = status.create_dataset("commit", data=commit)
+    _stamp(h["commit"], "array")
+    h["commit"].attrs["fields"] = list(COMMIT_FIELDS)
+    return h

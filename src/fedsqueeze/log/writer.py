@@ -21,9 +21,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import h5py
-from h5py import h5s
 import numpy as np
 import numpy.typing as npt
+from h5py import h5s
 
 from .. import __version__
 from . import schema as S
@@ -34,25 +34,6 @@ _RESERVED_ATTRS = frozenset({"encoding-type", "encoding-version", "config", "n_p
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                "SLURM_JOB_NODELIST", "SLURM_NTASKS", "SLURM_CLUSTER_NAME")
 _VERSIONED_DISTS = ("numpy", "torch", "numba", "mpi4py", "h5py")
-
-
-def _stamp(obj: h5py.HLObject, kind: str) -> None:
-    obj.attrs["encoding-type"] = S.ENCODING_TYPES[kind]
-    obj.attrs["encoding-version"] = S.SCHEMA_VERSION
-
-
-def _fixed(ds_parent: h5py.Group, name: str, dtype: np.dtype, value: Any) -> h5py.Dataset:
-    ds = ds_parent.create_dataset(name, shape=(1,), dtype=dtype)
-    ds[0] = value
-    _stamp(ds, "array")
-    return ds
-
-
-def _extendable(parent: h5py.Group, name: str, dtype: np.dtype, chunk: int,
-                kind: str = "column") -> h5py.Dataset:
-    ds = parent.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype)
-    _stamp(ds, kind)
-    return ds
 
 
 def _write_at(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
@@ -98,11 +79,15 @@ class RunWriter:
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "run.h5")
-    >>> with RunWriter(p, config={"seed": 1}, meta={"method": "fedavg"}, n_params=3) as w:
-    ...     w.append_round({"round": 0, "bytes_up": 120, "test_accuracy": 0.5})
-    ...     w.flush()
+    >>> import tempfile, pathlib
+    >>> from fedsqueeze.log import read_run
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = pathlib.Path(d) / "run.h5"
+    ...     with RunWriter(p, config={"seed": 1}, meta={"method": "fedavg"}, n_params=3) as w:
+    ...         w.append_round({"round": 0, "bytes_up": 120, "test_accuracy": 0.5})
+    ...         w.flush()
+    ...     read_run(p).rounds["bytes_up"].tolist()
+    [120]
     """
 
     def __init__(self, path: str | os.PathLike[str], *, config: Mapping[str, Any],
@@ -159,41 +144,13 @@ class RunWriter:
         raise ValueError(f"meta[{key!r}] = {value!r}: expected str, number, bool, list or dict")
 
     def _create(self, f: h5py.File, config_json: str, meta_attrs: dict[str, Any]) -> None:
-        _stamp(f, "root")
-        f.attrs["config"] = config_json
-        f.attrs["n_params"] = np.int64(self.n_params)
-        for k, v in meta_attrs.items():
-            f.attrs[k] = v
-        self._ds: dict[str, dict[str, h5py.Dataset]] = {}
-        for table, cols in self._columns.items():
-            g = f.create_group(table)
-            _stamp(g, "table")
-            g.attrs["column-order"] = [n for n, _ in cols]
-            self._ds[table] = {n: _extendable(g, n, dt, S.TABLE_CHUNK_ROWS[table])
-                               for n, dt in cols}
-        self._text = _extendable(f["events"], "text", np.dtype("u1"), 1024, "text")
-        part = f.create_group("partition")
-        _stamp(part, "group")
-        self._offsets = _extendable(part, "offsets", np.dtype("u8"), 1024, "array")
-        self._indices = _extendable(part, "indices", np.dtype("i8"), 4096, "array")
-        model = f.create_group("model")
-        _stamp(model, "group")
-        chunks = (min(self.n_params, 1 << 20),) if self.n_params else None
-        self._weights = model.create_dataset("weights", shape=(self.n_params,), dtype="f4",
-                                             chunks=chunks, fillvalue=np.float32(np.nan))
-        _stamp(self._weights, "array")
-        self._written = _fixed(model, "written", np.dtype("u1"), 0)
-        self._layout_ds = _extendable(model, "layout", np.dtype("u1"), 1024, "text")
-        self._checkpoint = _fixed(model, "checkpoint", S.TEXT_DTYPE, b"")
-        status = f.create_group("status")
-        _stamp(status, "group")
-        self._st_state = _fixed(status, "state", S.STATE_DTYPE, b"running")
-        self._st_error = _fixed(status, "error", S.TEXT_DTYPE, b"")
-        commit = np.zeros(len(S.COMMIT_FIELDS), np.int64)
-        commit[0] = -1
-        self._st_commit = status.create_dataset("commit", data=commit)
-        _stamp(self._st_commit, "array")
-        self._st_commit.attrs["fields"] = list(S.COMMIT_FIELDS)
+        h = S.create_tree(f, config_json=config_json, meta=meta_attrs, columns=self._columns,
+                          n_params=self.n_params)
+        self._ds: dict[str, dict[str, h5py.Dataset]] = h["tables"]
+        self._text, self._offsets, self._indices = h["text"], h["offsets"], h["indices"]
+        self._weights, self._written, self._layout_ds = h["weights"], h["written"], h["layout"]
+        self._checkpoint, self._st_state = h["checkpoint"], h["state"]
+        self._st_error, self._st_commit = h["error"], h["commit"]
 
     # ------------------------------------------------------------------------------ rows
     def _open(self) -> h5py.File:
@@ -263,7 +220,8 @@ class RunWriter:
         except (AttributeError, UnicodeEncodeError):
             code_b = b""
         if not code_b or len(code_b) > S.CODE_DTYPE.itemsize:
-            raise ValueError(f"event code {code!r}: expected 1..{S.CODE_DTYPE.itemsize} ASCII chars")
+            raise ValueError(
+                f"event code {code!r}: expected 1..{S.CODE_DTYPE.itemsize} ASCII characters")
         if not isinstance(message, str):
             raise ValueError(f"event message must be str, got {type(message).__name__}")
         text = message.encode("utf-8")
@@ -298,7 +256,8 @@ class RunWriter:
         self._open()
         w = np.asarray(weights)
         if w.dtype.kind not in "fiu" or w.size != self.n_params:
-            raise ValueError(f"weights: expected {self.n_params} numbers, got {w.size} of {w.dtype}")
+            raise ValueError(
+                f"weights: expected {self.n_params} numbers, got {w.size} of {w.dtype}")
         if (names is None) != (shapes is None):
             raise ValueError("names and shapes must be given together")
         if names is not None and shapes is not None:

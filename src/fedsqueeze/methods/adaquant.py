@@ -45,8 +45,14 @@ from ..comm.wire import SectionReader
 from ..compress.adaquant import AdaQuant
 from ..compress.qsgd import MAX_LEVELS
 from ..errors import ConfigError, UpdateRejected, WireFormatError
-from ..fl.strategy import (ClientContext, ClientProgram, Downlink, ServerContext, Strategy,
-                           register_method)
+from ..fl.strategy import (
+    ClientContext,
+    ClientProgram,
+    Downlink,
+    ServerContext,
+    Strategy,
+    register_method,
+)
 
 __all__ = ["AdaQuantOptions", "AdaQuantFL", "AdaQuantClient", "level_for", "CTRL_UP",
            "CTRL_DOWN"]

@@ -15,7 +15,8 @@ Payloads (METHODS.md 3.5; ``ME`` is :mod:`fedsqueeze.compress.clustering`)::
     DOWN fedcompress        u8 k_next | u8[3] 0 | ME(w)
     DOWN client_clustering  u8 k_next | u8[3] 0 | f32[D]       (k must reach the clients)
     UP  (score = scalar)    u32 n_i | u32 n_val | f32 val_acc | f32 score | ME(w_i)
-    UP  (embeddings)        u32 n_i | u32 n_val | f32 val_acc | u16 F | u16 0 | f32[n_val F] | ME(w_i)
+    UP  (embeddings)        u32 n_i | u32 n_val | f32 val_acc | u16 F | u16 0 | f32[n_val F]
+                            | ME(w_i)
 
 ``n_i`` is the client's whole sample count (the FL layer checks it); the server weights the
 average by ``n_i - n_val``, the training split, as the reference. Non-trainable buffers are not
@@ -43,17 +44,31 @@ from ..comm.tags import SYSTEM_CLIENT, Flag
 from ..comm.wire import SectionReader, pad4
 from ..compress.clustering import K_MAX, K_MIN, decode_parts, encode_parts, read_parts
 from ..data.partition import validation_split
-from ..errors import ConfigError, UpdateRejected, WireFormatError
+from ..errors import ConfigError, WireFormatError
 from ..fl.aggregate import StreamingMean
-from ..fl.strategy import (UP_PRE, ClientProgram, Downlink, FedAvg, FedAvgClient, Strategy,
-                           Upload, register_method)
+from ..fl.strategy import (
+    UP_PRE,
+    ClientProgram,
+    Downlink,
+    FedAvg,
+    FedAvgClient,
+    Strategy,
+    Upload,
+    register_method,
+)
 from ..fl.train import evaluate, flat_params, set_flat_params
-from .weight_clustering import WeightSharing, clustered_mask, distill, model_layout
+from .weight_clustering import (
+    WeightSharing,
+    clustered_mask,
+    distill,
+    effective_rank,
+    embeddings,
+    model_layout,
+)
 
 __all__ = ["ControllerOptions", "KDOptions", "OODOptions", "ClusteringOptions",
-           "FedCompressOptions", "should_grow", "effective_rank", "embeddings", "zip_size",
-           "FedCompress", "FedCompressClient", "ClientClustering", "ClientClusteringClient",
-           "FedAvgZip"]
+           "FedCompressOptions", "ZipOptions", "should_grow", "zip_size", "FedCompress",
+           "FedCompressClient", "ClientClustering", "ClientClusteringClient", "FedAvgZip"]
 
 _K_PRE = struct.Struct("<B3x")
 _UP_SCALAR = struct.Struct("<Iff")
@@ -153,43 +168,6 @@ def should_grow(history: Sequence[tuple[float, float, int]], c: ControllerOption
     den = c.base * (k_n - c.k_init)
     den = 1.0 if den == 0 else den
     return bool(da <= c.limit / den and ds <= 10 * c.limit / den)
-
-
-def effective_rank(e: np.ndarray) -> float:
-    """Roy-Vetterli effective rank of L2-normalised rows (reference ``compute_score``); NaN if empty."""
-    e = np.asarray(e, dtype=np.float64)
-    if e.ndim != 2 or e.size == 0:
-        return math.nan
-    e = e / np.sqrt(np.maximum((e * e).sum(axis=1, keepdims=True), 1e-12))
-    s = np.linalg.svd(e, compute_uv=False)
-    if s.sum() <= 0:
-        return math.nan
-    p = s / s.sum()
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
-@torch.no_grad()
-def embeddings(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
-    """Pooled features: the ``embedding`` stage, else the input of the last ``nn.Linear``."""
-    model.eval()
-    if "embedding" in model._modules and hasattr(model, "embed"):
-        fn = model.embed
-    else:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError(f"{type(model).__name__}: no 'embedding' stage and no nn.Linear")
-
-        def fn(xb: torch.Tensor) -> torch.Tensor:
-            got: list[torch.Tensor] = []
-            h = linears[-1].register_forward_pre_hook(lambda _m, a: got.append(a[0]))
-            try:
-                model(xb)
-            finally:
-                h.remove()
-            return got[-1].reshape(xb.shape[0], -1)
-    outs = [fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)]
-    return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros((0, 0), np.float32)
 
 
 def zip_size(w: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> int:
@@ -513,11 +491,13 @@ class FedCompress(Strategy):
         super().load_state_dict(d)
         self.k = int(d["fc.k"])
         self.history = [(float(a), float(s), int(k)) for a, s, k in np.asarray(d["fc.history"])]
-        if self.distill and "fc.history" in d and len(self.history):
-            self.parts = [(np.asarray(d[f"fc.cb{i}"], np.float32), np.asarray(d[f"fc.ids{i}"],
-                                                                                np.uint8))
-                          if c else self.w[sum(m for m, _ in self.layout[:i]):][:n].copy()
-                          for i, (n, c) in enumerate(self.layout)]
+        self.parts = None
+        if self.distill and any(key.startswith("fc.cb") for key in d):
+            offsets = np.cumsum([0] + [n for n, _ in self.layout])
+            self.parts = [(np.asarray(d[f"fc.cb{i}"], np.float32),
+                           np.asarray(d[f"fc.ids{i}"], np.uint8)) if c
+                          else self.w[offsets[i]:offsets[i + 1]].copy()
+                          for i, (_, c) in enumerate(self.layout)]
 
 
 class ClientClustering(FedCompress):

@@ -27,7 +27,7 @@ view cannot be replayed there (``fl.schedule = "home"`` prevents that).
 >>> (opts.K, opts.client_state, opts.projection)
 (4, 'stateful', 'fastfood')
 >>> 24 + TV_PRE.size + 3 * (U32.size + 4 * opts.d)   # bytes of a 3-round replay download
-3128
+3116
 """
 
 from __future__ import annotations

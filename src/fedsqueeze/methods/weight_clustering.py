@@ -1,4 +1,4 @@
-"""Weight sharing for torch models: tfmot ``cluster_weights`` semantics (METHODS.md 3.1, 3.4 item 5).
+"""Weight sharing for torch models, as tfmot ``cluster_weights`` (METHODS.md 3.1, 3.4 item 5).
 
 Every clustered parameter ``W`` keeps a trainable *shadow* copy and ``k`` trainable centroids
 ``c``. At every forward pass the ids are recomputed, ``idx = argmin_j |W - c_j|`` (the Numba
@@ -8,7 +8,9 @@ and ``W`` the same gradient straight through. :meth:`WeightSharing.strip` writes
 the model and returns the codebooks and ids that the ME encoder sends.
 
 The model's own parameter objects are never replaced (the forward pass goes through
-:func:`torch.func.functional_call`), so ``flat_params`` order is unaffected.
+:func:`torch.func.functional_call`), so ``flat_params`` order is unaffected. Also here:
+distillation (:func:`distill`, :func:`kd_loss`) and the representation score of FedCompress's
+cluster-count controller (:func:`embeddings`, :func:`effective_rank`).
 
 >>> import torch
 >>> from torch import nn
@@ -24,6 +26,7 @@ The model's own parameter objects are never replaced (the forward pass goes thro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -36,7 +39,7 @@ from ..compress.clustering import Layout, kmeans_1d
 from ..kernels.cpu import kmeans as _k
 
 __all__ = ["CLUSTER_MODES", "clustered_mask", "model_layout", "WeightSharing", "kd_loss",
-           "distill"]
+           "distill", "embeddings", "effective_rank"]
 
 CLUSTER_MODES = ("auto", "conv", "conv+linear")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -149,7 +152,7 @@ class WeightSharing:
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
             t2: bool = False) -> torch.Tensor:
-    """``KL(softmax(t/T) || softmax(s/T))`` summed over classes, batch mean (``* T^2`` if ``t2``)."""
+    """``KL(softmax(t/T) || softmax(s/T))`` summed over classes, batch mean; ``* T^2`` if ``t2``."""
     T = float(temperature)
     loss = nn.functional.kl_div(torch.log_softmax(student_logits / T, dim=1),
                                 torch.log_softmax(teacher_logits / T, dim=1),
@@ -187,3 +190,42 @@ def distill(teacher: nn.Module, student: WeightSharing, x: torch.Tensor, *, epoc
             steps += 1
         last = total / max(1, steps)
     return last
+
+
+def effective_rank(e: np.ndarray) -> float:
+    """Roy-Vetterli effective rank of the L2-normalised rows (reference ``compute_score``).
+
+    ``NaN`` for an empty or all-zero matrix; ``0 log 0`` counts as 0."""
+    e = np.asarray(e, dtype=np.float64)
+    if e.ndim != 2 or e.size == 0:
+        return math.nan
+    e = e / np.sqrt(np.maximum((e * e).sum(axis=1, keepdims=True), 1e-12))
+    s = np.linalg.svd(e, compute_uv=False)
+    if s.sum() <= 0:
+        return math.nan
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+@torch.no_grad()
+def embeddings(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    """Pooled features: the ``embedding`` stage, else the input of the last ``nn.Linear``."""
+    model.eval()
+    if "embedding" in model._modules and hasattr(model, "embed"):
+        fn = model.embed
+    else:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__}: no 'embedding' stage and no nn.Linear")
+
+        def fn(xb: torch.Tensor) -> torch.Tensor:
+            got: list[torch.Tensor] = []
+            h = linears[-1].register_forward_pre_hook(lambda _m, a: got.append(a[0]))
+            try:
+                model(xb)
+            finally:
+                h.remove()
+            return got[-1].reshape(xb.shape[0], -1)
+    outs = [fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)]
+    return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros((0, 0), np.float32)

@@ -6,13 +6,28 @@ import numpy as np
 import pytest
 
 from fedsqueeze.comm.wire import SectionReader
-from fedsqueeze.compress.clustering import (Clustered, decode_parts, encode_parts, index_width,
-                                            me_bits, me_nbytes, normalize_layout, read_parts)
+from fedsqueeze.compress.clustering import (
+    Clustered,
+    decode_parts,
+    encode_parts,
+    index_width,
+    me_bits,
+    me_nbytes,
+    normalize_layout,
+    read_parts,
+)
 from fedsqueeze.errors import WireFormatError
 from tests import naive
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     check_roundtrip, check_truncation, sample_vector)
+from .common import (
+    check_config_json,
+    check_deterministic,
+    check_nbytes,
+    check_repr,
+    check_roundtrip,
+    check_truncation,
+    sample_vector,
+)
 
 # DigitsCNN (METHODS.md 7.9): conv1 w, b, conv2 w, b, fc w, b; the conv kernels are clustered
 DIGITS_CNN = [[144, True], [16, False], [4608, True], [32, False], [320, False], [10, False]]

@@ -103,12 +103,12 @@ def test_unbiased_over_seeds(n, rho, draws):
 
 
 @pytest.mark.parametrize("shared", [False, True])
-def test_mask_seed_keys_by_round_and_client(shared):
+def test_message_seed_keys_by_round_and_client(shared):
     codec = RandK(shared=shared)
-    a, b = codec.mask_seed(7, 3, client=1), codec.mask_seed(7, 3, client=2)
+    a, b = codec.message_seed(7, 3, client=1), codec.message_seed(7, 3, client=2)
     assert (a == b) is shared
-    assert codec.mask_seed(7, 4, client=1) != a
-    assert codec.mask_seed(7, 3, client=1) == a
+    assert codec.message_seed(7, 4, client=1) != a
+    assert codec.message_seed(7, 3, client=1) == a
 
 
 @pytest.mark.parametrize("codec", [RandK(rho=0.1, error_feedback=True)], ids=_ids)

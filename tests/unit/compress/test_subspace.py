@@ -7,12 +7,27 @@ import numpy as np
 import pytest
 
 from fedsqueeze import compress
-from fedsqueeze.compress.subspace import (DenseGaussian, Fastfood, IGCKSub, IGCStatic,
-                                          IGCTimeVarying, PerLayer, layer_dims, make_projection)
+from fedsqueeze.compress.subspace import (
+    DenseGaussian,
+    Fastfood,
+    IGCKSub,
+    IGCStatic,
+    IGCTimeVarying,
+    PerLayer,
+    layer_dims,
+    make_projection,
+)
 from fedsqueeze.errors import WireFormatError
 
-from .common import (check_config_json, check_deterministic, check_nbytes, check_repr,
-                     check_roundtrip, check_truncation, sample_vector)
+from .common import (
+    check_config_json,
+    check_deterministic,
+    check_nbytes,
+    check_repr,
+    check_roundtrip,
+    check_truncation,
+    sample_vector,
+)
 
 # (codec config, n): global fastfood/dense, a K-subspace codec, per-layer with a matching layout
 CODECS = [
@@ -185,7 +200,7 @@ def test_layer_dims(d, sizes):
     dims = layer_dims(d, sizes)
     assert sum(dims) == d and min(dims) >= 1 and len(dims) == len(sizes)
     floors = [max(1, d * n // sum(sizes)) for n in sizes]
-    assert all(abs(a - b) <= 1 for a, b in zip(dims, floors))
+    assert all(abs(a - b) <= 1 for a, b in zip(dims, floors, strict=True))
 
 
 def test_layer_dims_examples():

@@ -19,13 +19,6 @@ SAMPLING = 2
 DEFAULTS = dict(fraction=0.5, dynamic=True, beta=0.05, c_min=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _philox_wraps():
-    # Philox relies on u32 wrap-around; under NUMBA_DISABLE_JIT NumPy scalars warn about it.
-    with np.errstate(over="ignore"):
-        yield
-
-
 def _words(seed: int, t: int, n: int):
     return naive.philox4x32_np(0, np.arange(n), t, SAMPLING << 24, seed & 0xFFFFFFFF,
                                (seed >> 32) & 0xFFFFFFFF)

@@ -55,6 +55,17 @@ def test_kmeanspp_matches_oracle(n, k, seed, kind):
     assert np.isin(out, x).all()  # seeds are data points
 
 
+@pytest.mark.parametrize(("u1", "want"), [(0.1, 3.0), (0.0999, 1.0), (0.0, 1.0), (0.95, 3.0)])
+def test_kmeanspp_boundary(u1, want):
+    # x = [0, 1, 3], first centre 0: d2 = [0, 1, 9], running sums [0, 1, 10]; the pick is the
+    # first running sum strictly above u1 * 10 (u1 = 0.1 lands exactly on 1.0)
+    x = np.array([0.0, 1.0, 3.0], np.float32)
+    u = np.array([0.0, u1])
+    out = np.empty(2, np.float32)
+    K.kmeanspp_init(x, u, np.empty(3), out)
+    assert out.tolist() == [0.0, want] == naive.kmeanspp_seed(x, u).tolist()
+
+
 @pytest.mark.parametrize(("n", "k", "seed", "kind"), CASES)
 @pytest.mark.parametrize("iters", [0, 1, 5, 50])
 def test_lloyd_matches_oracle(n, k, seed, kind, iters):
@@ -112,9 +123,11 @@ def test_lut_conv2d_matches_direct_conv(c_in, c_out, hw, ksz, pad, k):
     w = cb[ids].reshape(c_out, c_in, ksz, ksz)
     oh = hw + 2 * pad - ksz + 1
     out = np.empty((2, c_out, oh, oh), np.float32)
-    K.lut_conv2d(x, pack_ids(ids, k), cb, bias, np.empty(c_in * ksz * ksz, np.float32), out,
-                 (index_width(k), ksz, ksz, pad))
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = np.empty((2, c_in * ksz * ksz, oh * oh), np.float32)
+    K.lut_conv2d(xp, pack_ids(ids, k), cb, bias, np.empty(c_in * ksz * ksz, np.float32), cols,
+                 out, (index_width(k), ksz, ksz))
     np.testing.assert_allclose(out, naive.conv2d_direct(x, w, bias, pad), rtol=1e-5, atol=1e-5)
     dense = np.empty_like(out)
-    K.dense_conv2d(x, np.ascontiguousarray(w.reshape(c_out, -1)), bias, dense, (ksz, ksz, pad))
+    K.dense_conv2d(xp, np.ascontiguousarray(w.reshape(c_out, -1)), bias, cols, dense, (ksz, ksz))
     np.testing.assert_array_equal(dense, out)  # same loops, same weights: bit-identical

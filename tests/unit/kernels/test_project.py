@@ -1,4 +1,4 @@
-"""Fastfood projection kernels against the explicit matrix of tests/naive.py (METHODS.md 2.4-2.5)."""
+"""Fastfood projection kernels against the explicit matrix in tests/naive.py (METHODS 2.4, 2.5)."""
 
 from __future__ import annotations
 

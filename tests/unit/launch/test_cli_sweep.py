@@ -124,7 +124,16 @@ def test_sweep_task_warns_on_config_drift(job, tmp_path, capsys, fakes):
     assert "config differs from configs/tiny-0000.json in fl.rounds" in capsys.readouterr().err
 
 
+def test_submit_some_tasks(job, tmp_path, capsys, fakes):
+    out = tmp_path / "sw"
+    assert main(["sweep", str(job), "--out", str(out), "--tasks", "3, 0-1"]) == 0
+    assert "#SBATCH --array=3,0-1\n" in (out / "sweep.sbatch").read_text()
+    assert len(json.loads((out / "manifest.json").read_text())) == 4
+
+
 @pytest.mark.parametrize(("argv", "match"), [
+    (["sweep", "{job}", "--tasks", "4"], "4 is outside the sweep's tasks 0-3"),
+    (["sweep", "{job}", "--tasks", "1-x"], "expected indices and ranges"),
     (["sweep-task", "{out}", "9"], "no task 9"),
     (["sweep-task", "{out}"], "SLURM_ARRAY_TASK_ID is unset"),
     (["sweep-task", "{out}", "x"], "not an integer"),

@@ -142,5 +142,5 @@ def test_summarize(tmp_path):
     assert re.search(r"^compress\.k\s+5$", text, re.M)
     up = [line for line in text.splitlines() if line.startswith("up ")][0]
     assert up.split()[1:3] == ["350", "B"]
-    assert "11.71" in up  # 10 x 428 / 350 vs f32 dense
+    assert "12.23" in up  # 10 x 428 / 350 vs f32 dense
     assert np.isclose(run_metrics(read_run(tmp_path / "a.h5"))["ratio_up"], 4280 / 350)

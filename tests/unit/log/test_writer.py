@@ -132,7 +132,8 @@ def test_bad_array_rows(path, rows):
 
 
 @pytest.mark.parametrize("extra", [
-    [("round", "u4")], [("s_k", "U8")], [("s_k", "f8"), ("s_k", "f4")], [("a/b", "f8")], [("", "f8")],
+    [("round", "u4")], [("s_k", "U8")], [("s_k", "f8"), ("s_k", "f4")], [("a/b", "f8")],
+    [("", "f8")],
 ])
 def test_bad_method_columns(path, extra):
     with pytest.raises(ValueError, match="method column"):
@@ -146,7 +147,8 @@ def test_every_object_stamped(path):
     stamped = []
     with h5py.File(path, "r") as f:
         def visit(name, obj):
-            stamped.append((name, obj.attrs.get("encoding-type"), obj.attrs.get("encoding-version")))
+            attrs = obj.attrs
+            stamped.append((name, attrs.get("encoding-type"), attrs.get("encoding-version")))
         f.visititems(visit)
         assert f.attrs["encoding-type"] == S.SCHEMA_NAME
         assert f.attrs["encoding-version"] == S.SCHEMA_VERSION

@@ -19,11 +19,20 @@ from fedsqueeze.data.datasets import Dataset
 from fedsqueeze.errors import WireFormatError
 from fedsqueeze.fl.strategy import ClientContext, ServerContext, get_method
 from fedsqueeze.fl.train import Trainer, flat_params, set_flat_params
-from fedsqueeze.methods.fedcompress import (ControllerOptions, effective_rank, embeddings,
-                                            should_grow, zip_size)
+from fedsqueeze.methods.fedcompress import (
+    ControllerOptions,
+    effective_rank,
+    embeddings,
+    should_grow,
+    zip_size,
+)
 from fedsqueeze.methods.fedcompress_ood import ood_inputs
-from fedsqueeze.methods.weight_clustering import (WeightSharing, clustered_mask, kd_loss,
-                                                  model_layout)
+from fedsqueeze.methods.weight_clustering import (
+    WeightSharing,
+    clustered_mask,
+    kd_loss,
+    model_layout,
+)
 
 
 def tiny_cnn(seed: int = 0) -> nn.Module:
@@ -232,7 +241,7 @@ def test_fedcompress_round_trip(score):
     st, prog, trainer, samples = _setup("fedcompress", score)
     layout = model_layout(tiny_cnn())
     cols, ups = _run_round(st, prog, trainer, samples, 0)
-    for c, (payload, w_end, stats, down, w_start) in ups.items():
+    for c, (payload, w_end, stats, down, _w) in ups.items():
         assert len(down) == 4 + me_nbytes(layout, 8) and down[0] == 8  # clustered downlink
         n_val = int(0.1 * samples[c])
         head = 4 + 12 if score == "scalar" else 4 + 12 + 4 * n_val * 3
@@ -299,3 +308,24 @@ def test_state_dict_round_trip():
     a, b = st.downlink(1, 0), st2.downlink(1, 0)
     assert Encoded({}, a.sections).payload() == Encoded({}, b.sections).payload()
     assert st2.history == st.history and st2.k == st.k
+
+
+# -- inference benchmark (METHODS.md 3.4 item 8) ------------------------------------------------
+@pytest.mark.parametrize("k", [2, 8])
+def test_inference_benchmark_runs(k, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "fedcompress_inference.py"
+    spec = importlib.util.spec_from_file_location("fedcompress_inference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:  # main() checks LUT and dense outputs against torch before timing
+        out = bench.main(["--k", str(k), "--runs", "2", "--warmup", "1", "--batch", "1", "3",
+                          "--json", str(tmp_path / "r.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert out["k"] == [k] and [r["batch"] for r in out["rows"]] == [1, 3]
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][1]["t_numba_lut_s"] > 0

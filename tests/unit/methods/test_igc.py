@@ -204,7 +204,7 @@ def test_subspace_aggregate_equals_mean_of_decoded_updates(variant):
         weights.append(float(h.samples[c]))
         s.accumulate(t, c, int(h.samples[c]), b"".join(bytes(x) for x in up.sections[1:]))
     s.end_round(t)
-    mean = sum(wi * x for wi, x in zip(weights, decoded)) / sum(weights)
+    mean = sum(wi * x for wi, x in zip(weights, decoded, strict=True)) / sum(weights)
     np.testing.assert_allclose(s.weights, w_before + 0.5 * mean, rtol=1e-5, atol=1e-6)
 
 

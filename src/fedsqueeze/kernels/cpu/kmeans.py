@@ -8,9 +8,10 @@ The ``kernels.cuda.kmeans`` twin has the same names for the element-wise kernels
 Conventions shared with ``tests/naive.py`` (the NumPy oracle):
 
 * assignment: ``idx[i] = argmin_j |x[i] - c[j]|`` in float32, ties to the lowest ``j``;
-* k-means++ seeding from ``k`` uniforms ``u`` (float64): first centre ``x[min(floor(u0 n), n-1)]``;
-  centre ``s`` is the first ``i`` whose running sum of ``d2`` (float64, in index order) exceeds
-  ``u_s * sum(d2)`` and with ``d2[i] > 0``; when every ``d2`` is 0 the pick is uniform like centre 0;
+* k-means++ seeding from ``k`` uniforms ``u`` (float64): first centre
+  ``x[min(floor(u0 n), n-1)]``; centre ``s`` is the first ``i`` whose running sum of ``d2``
+  (float64, in index order) exceeds ``u_s * sum(d2)`` and with ``d2[i] > 0``; when every ``d2``
+  is 0 the pick is uniform like centre 0;
 * Lloyd: float64 sums in index order, ``c_j = float32(sum_j / count_j)``, empty clusters keep
   their centre; stops early once an assignment pass changes nothing;
 * packed ids (METHODS.md 0.5): value ``i`` occupies stream bits ``[i w, (i+1) w)``, LSB first.
@@ -54,7 +55,7 @@ def _pick_uniform(u, n):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def kmeanspp_init(x, u, d2, out):  # pragma: no cover - compiled
-    """k-means++ seeding of ``out`` (f32[k]) from uniforms ``u`` (f64[k]); ``d2`` is f64[n] scratch."""
+    """k-means++ seeds ``out`` (f32[k]) from uniforms ``u`` (f64[k]); ``d2``: f64[n] scratch."""
     n = x.shape[0]
     k = out.shape[0]
     c = np.float64(x[_pick_uniform(u[0], n)])
@@ -97,7 +98,7 @@ def lloyd_1d(x, centroids, idx, sums, counts, iters):  # pragma: no cover - comp
     """Up to ``iters`` Lloyd steps in place, then a final assignment; returns the steps run.
 
     ``idx`` must hold a valid assignment on entry or be filled with a value ``>= k`` (the first
-    pass then counts every element as changed). ``sums`` (f64[k]) and ``counts`` (i64[k]) are scratch.
+    pass then counts every element as changed). Scratch: ``sums`` f64[k], ``counts`` i64[k].
     """
     k = centroids.shape[0]
     changed = assign_1d(x, centroids, idx)
@@ -139,44 +140,57 @@ def _unpack_tile(packed, width, start, codebook, tile):  # pragma: no cover - co
 
 
 @nb.njit(**NJIT)
-def _conv_channel(x, tile, bias_o, out, bi, o, kh, kw, pad):  # pragma: no cover - compiled
-    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    oh, ow = out.shape[2], out.shape[3]
-    for r in range(oh):
-        for s in range(ow):
-            acc = bias_o
-            for c in range(c_in):
-                for a in range(kh):
-                    y = r + a - pad
-                    if y < 0 or y >= h:
-                        continue
-                    for b in range(kw):
-                        z = s + b - pad
-                        if z < 0 or z >= w:
-                            continue
-                        acc += x[bi, c, y, z] * tile[(c * kh + a) * kw + b]
-            out[bi, o, r, s] = acc
+def _im2col(xp, cols, kh, kw, oh, ow):  # pragma: no cover - compiled
+    """``cols[bi, (c kh + a) kw + b, r ow + s] = xp[bi, c, r + a, s + b]``."""
+    for bi in range(xp.shape[0]):
+        for c in range(xp.shape[1]):
+            for a in range(kh):
+                for b in range(kw):
+                    p = (c * kh + a) * kw + b
+                    for r in range(oh):
+                        for s in range(ow):
+                            cols[bi, p, r * ow + s] = xp[bi, c, r + a, s + b]
 
 
 @nb.njit(**NJIT)
-def lut_conv2d(x, packed, codebook, bias, tile, out, geom):  # pragma: no cover - compiled
+def _conv_channel(cols, tile, bias_o, out2, o):  # pragma: no cover - compiled
+    """``out2[bi, o, :] = bias_o + sum_p tile[p] cols[bi, p, :]`` (contiguous inner loop)."""
+    hw = out2.shape[2]
+    for bi in range(cols.shape[0]):
+        for q in range(hw):
+            out2[bi, o, q] = bias_o
+        for p in range(cols.shape[1]):
+            wv = tile[p]
+            for q in range(hw):
+                out2[bi, o, q] += wv * cols[bi, p, q]
+
+
+@nb.njit(**NJIT)
+def lut_conv2d(xp, packed, codebook, bias, tile, cols, out, geom):  # pragma: no cover - compiled
     """Stride-1 2-D convolution whose weights stay bit-packed cluster ids + codebook.
 
-    ``x`` f32[B, C, H, W]; ``out`` f32[B, O, H', W']; ``tile`` f32[C kh kw] scratch receives one
-    output channel's weights, gathered from the packed stream; ``geom = (width, kh, kw, pad)``.
+    ``xp`` f32[B, C, H + 2 pad, W + 2 pad] is the zero-padded input; ``out`` f32[B, O, H', W']
+    (C-contiguous); scratch: ``tile`` f32[C kh kw] receives one output channel's weights,
+    gathered from the packed stream (ids of weight ``o, c, a, b`` in C order, width ``<= 8``),
+    ``cols`` f32[B, C kh kw, H' W'] the unrolled input patches; ``geom = (width, kh, kw)``.
     """
-    width, kh, kw, pad = geom
+    width, kh, kw = geom
+    oh, ow = out.shape[2], out.shape[3]
+    _im2col(xp, cols, kh, kw, oh, ow)
+    out2 = out.reshape((out.shape[0], out.shape[1], oh * ow))
     per = tile.shape[0]
     for o in range(out.shape[1]):
         _unpack_tile(packed, width, o * per, codebook, tile)
-        for bi in range(x.shape[0]):
-            _conv_channel(x, tile, bias[o], out, bi, o, kh, kw, pad)
+        _conv_channel(cols, tile, bias[o], out2, o)
 
 
 @nb.njit(**NJIT)
-def dense_conv2d(x, weight, bias, out, geom):  # pragma: no cover - compiled
-    """The same loops as :func:`lut_conv2d` on a dense f32[O, C kh kw] weight (the baseline)."""
-    kh, kw, pad = geom
+def dense_conv2d(xp, weight, bias, cols, out, geom):  # pragma: no cover - compiled
+    """The same loops as :func:`lut_conv2d` on a dense f32[O, C kh kw] weight (the baseline);
+    ``geom = (kh, kw)``."""
+    kh, kw = geom
+    oh, ow = out.shape[2], out.shape[3]
+    _im2col(xp, cols, kh, kw, oh, ow)
+    out2 = out.reshape((out.shape[0], out.shape[1], oh * ow))
     for o in range(out.shape[1]):
-        for bi in range(x.shape[0]):
-            _conv_channel(x, weight[o], bias[o], out, bi, o, kh, kw, pad)
+        _conv_channel(cols, weight[o], bias[o], out2, o)

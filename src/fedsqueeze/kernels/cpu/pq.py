@@ -1,26 +1,29 @@
 """Grouped product quantisation of cut-layer activations (FedLite, METHODS.md 5.2).
 
 Hot loops only: callers validate shapes and dtypes and allocate every output and scratch buffer.
-The ``kernels.cuda.pq`` twin has the same names for the parallel kernels (``assign``,
-``accumulate``, ``finalize``, ``gather``) and a host-side ``lloyd`` driver.
+The ``kernels.cuda.pq`` twin has the same names and the same results (``lloyd`` there is a host
+driver of device kernels; k-means++ seeding stays on the host).
 
 Layout. An activation batch ``Z`` (``B x q*m`` float32, zero-padded to ``q*m`` columns by the
 caller) is viewed as ``N = B*q`` points of length ``m``: point ``p = b*q + j`` is the sub-vector
 ``Z[b, j*m:(j+1)*m]``. ``geom = (q, R, mode)`` says which of the ``R`` groups a point belongs to
 (:func:`group_of`): ``mode 0`` ("position") ``r = (p mod q) // (q/R)``; ``mode 1`` ("sample", the
-3P reshape) ``r = p // (N/R)``. ``R`` divides ``q``. Centroids are ``f32[R, L, m]``; the assign
-kernel also takes their transpose ``ct = f32[R, m, L]`` so its inner loop runs over centroids,
-which vectorises without reordering any floating-point sum.
+3P reshape) ``r = p // (N/R)``. ``R`` divides ``q``. Member ``k`` of group ``r`` is its ``k``-th
+point in increasing ``p`` (:func:`member`). The k-means kernels read the points transposed and in
+member order, ``pts_t[d, r*(N/R) + k]`` (:func:`transpose_points`, once per batch), so that their
+inner loops run over contiguous members and vectorise without reordering any floating-point sum.
+Centroids are ``f32[R, L, m]``; codes ``u16[N]`` indexed by ``p``, and ``mcodes`` the same codes
+in member order.
 
 Conventions shared with ``tests/naive.py`` (the NumPy oracle):
 
 * distance: ``sum_d (x_d - c_d)^2`` accumulated in float32 in increasing ``d``; the code is the
-  first minimum (ties to the lowest centroid id);
-* k-means++ per group over its members in increasing ``p`` with float64 ``d2`` (the rule of
-  ``kernels.cpu.kmeans.kmeanspp_init``), ``L`` uniforms per group;
+  first minimum over centroids (ties to the lowest id);
+* k-means++ per group over its members with float64 ``d2`` (also summed in increasing ``d``) and
+  the rule of ``kernels.cpu.kmeans.kmeanspp_init``, ``L`` uniforms per group;
 * Lloyd: float64 sums in increasing ``p``, ``c = float32(sum / count)``, empty clusters keep their
   centre; at most ``iters`` updates, stopping once an assignment pass changes nothing; the last
-  pass is an assignment, so the codes always match the centroids that are sent.
+  pass is an assignment, so the codes always index the centroids that are sent.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ import numpy as np
 
 from ..config import NJIT
 
-__all__ = ["group_of", "member", "assign", "accumulate", "finalize", "lloyd", "kmeanspp",
-           "gather", "transpose_centroids"]
+__all__ = ["CHUNK", "group_of", "member", "transpose_points", "member_codes", "assign",
+           "accumulate", "finalize", "lloyd", "kmeanspp", "gather"]
+
+CHUNK = 1024
+"""Members per block of the assignment kernel (the length of its float scratch rows)."""
 
 
 # -- leaf helpers shared with the CUDA twin (no calls inside: they compile for either target) ----
@@ -54,62 +60,96 @@ def member(r, k, q, R, mode, npts):  # pragma: no cover - compiled
 
 # -- kernels ----------------------------------------------------------------------------------
 @nb.njit(**NJIT)
-def transpose_centroids(centroids, ct):  # pragma: no cover - compiled
-    """``ct[r, d, l] = centroids[r, l, d]``."""
-    for r in range(centroids.shape[0]):
-        for l in range(centroids.shape[1]):
-            for d in range(centroids.shape[2]):
-                ct[r, d, l] = centroids[r, l, d]
+def transpose_points(points, geom, pts_t):  # pragma: no cover - compiled
+    """``pts_t[d, r*n + k] = points[member(r, k), d]`` with ``n = N / R``."""
+    q, R, mode = geom
+    npts, m = points.shape
+    n = npts // R
+    for r in range(R):
+        for k in range(n):
+            p = member(r, k, q, R, mode, npts)
+            for d in range(m):
+                pts_t[d, r * n + k] = points[p, d]
 
 
 @nb.njit(**NJIT)
-def assign(points, ct, geom, codes, dist):  # pragma: no cover - compiled
-    """``codes[p] = argmin_l |points[p] - c[group(p), l]|^2``; returns how many codes changed.
+def assign(pts_t, centroids, geom, codes, mcodes, fscr, iscr):  # pragma: no cover - compiled
+    """``codes[p] = argmin_l |x_p - c[group(p), l]|^2`` (first minimum) and the same codes in
+    member order in ``mcodes``; returns how many codes changed.
 
-    ``ct`` is ``f32[R, m, L]``; ``dist`` is ``f32[L]`` scratch; ``geom = (q, R, mode)``.
+    ``fscr`` is f32[2, CHUNK] and ``iscr`` i64[CHUNK] scratch: members are taken in blocks of
+    ``CHUNK``, all centroids per block.
     """
     q, R, mode = geom
-    npts, m = points.shape
-    L = ct.shape[2]
+    m, npts = pts_t.shape
+    n = npts // R
+    L = centroids.shape[1]
+    ch = iscr.shape[0]
+    acc = fscr[0]
+    best = fscr[1]
     changed = 0
-    for p in range(npts):
-        r = group_of(p, q, R, mode, npts)
-        for l in range(L):
-            dist[l] = np.float32(0.0)
-        for d in range(m):
-            x = points[p, d]
+    for r in range(R):
+        for k0 in range(0, n, ch):
+            w = min(n - k0, ch)
+            base = r * n + k0
             for l in range(L):
-                t = x - ct[r, d, l]
-                dist[l] += t * t
-        best = 0
-        bd = dist[0]
-        for l in range(1, L):
-            if dist[l] < bd:
-                bd = dist[l]
-                best = l
-        if codes[p] != best:
-            changed += 1
-            codes[p] = best
+                for i in range(w):
+                    acc[i] = np.float32(0.0)
+                for d in range(m):
+                    c = centroids[r, l, d]
+                    row = pts_t[d, base:base + w]
+                    for i in range(w):
+                        t = row[i] - c
+                        acc[i] += t * t
+                if l == 0:
+                    for i in range(w):
+                        best[i] = acc[i]
+                        iscr[i] = 0
+                else:
+                    for i in range(w):
+                        if acc[i] < best[i]:
+                            best[i] = acc[i]
+                            iscr[i] = l
+            for i in range(w):
+                p = member(r, k0 + i, q, R, mode, npts)
+                mcodes[base + i] = iscr[i]
+                if codes[p] != iscr[i]:
+                    changed += 1
+                    codes[p] = iscr[i]
     return changed
 
 
 @nb.njit(**NJIT)
-def accumulate(points, codes, geom, sums, counts):  # pragma: no cover - compiled
-    """``sums[r, l] = sum of points with group r and code l`` (float64, increasing ``p``);
-    ``counts[r, l]`` their number. Also the per-centroid gradient sums of the codebook backward."""
+def member_codes(codes, geom, mcodes):  # pragma: no cover - compiled
+    """``mcodes[r*n + k] = codes[member(r, k)]``: the codes in the member order of ``pts_t``."""
     q, R, mode = geom
-    npts, m = points.shape
-    for r in range(sums.shape[0]):
-        for l in range(sums.shape[1]):
+    npts = codes.shape[0]
+    n = npts // R
+    for r in range(R):
+        for k in range(n):
+            mcodes[r * n + k] = codes[member(r, k, q, R, mode, npts)]
+
+
+@nb.njit(**NJIT)
+def accumulate(pts_t, mcodes, sums, counts):  # pragma: no cover - compiled
+    """``sums[r, l] = sum of the members of group r with code l`` (float64, in increasing ``p``),
+    ``counts[r, l]`` their number; ``mcodes`` in member order (:func:`member_codes`). Also the
+    per-centroid gradient sums of the codebook backward."""
+    R, L = counts.shape
+    m, npts = pts_t.shape
+    n = npts // R
+    for r in range(R):
+        for l in range(L):
             counts[r, l] = 0
             for d in range(m):
                 sums[r, l, d] = 0.0
-    for p in range(npts):
-        r = group_of(p, q, R, mode, npts)
-        l = codes[p]
-        counts[r, l] += 1
+        codes = mcodes[r * n:(r + 1) * n]
+        for k in range(n):
+            counts[r, codes[k]] += 1
         for d in range(m):
-            sums[r, l, d] += np.float64(points[p, d])
+            row = pts_t[d, r * n:(r + 1) * n]
+            for k in range(n):
+                sums[r, codes[k], d] += np.float64(row[k])
 
 
 @nb.njit(**NJIT)
@@ -124,24 +164,24 @@ def finalize(sums, counts, centroids):  # pragma: no cover - compiled
 
 
 @nb.njit(**NJIT)
-def lloyd(points, centroids, ct, codes, sums, counts, dist, params):  # pragma: no cover
+def lloyd(pts_t, centroids, codes, mcodes, sums, counts, scratch, params):  # pragma: no cover
     """Up to ``iters`` Lloyd updates of ``centroids`` in place, then the final codes.
 
     ``params = (q, R, mode, iters)``. ``codes`` must be valid or filled with a value ``>= L``
-    (then the first pass counts every point as changed). ``ct``, ``sums`` (f64[R, L, m]),
-    ``counts`` (i64[R, L]) and ``dist`` (f32[L]) are scratch. Returns the updates run.
+    (then the first pass counts every point as changed). ``mcodes`` (u16[N]), ``sums``
+    (f64[R, L, m]), ``counts`` (i64[R, L]) and ``scratch = (fscr, iscr)`` (see :func:`assign`)
+    are scratch. Returns the updates run.
     """
     q, R, mode, iters = params
     geom = (q, R, mode)
-    transpose_centroids(centroids, ct)
-    changed = assign(points, ct, geom, codes, dist)
+    fscr, iscr = scratch
+    changed = assign(pts_t, centroids, geom, codes, mcodes, fscr, iscr)
     steps = 0
     while steps < iters and changed > 0:
-        accumulate(points, codes, geom, sums, counts)
+        accumulate(pts_t, mcodes, sums, counts)
         finalize(sums, counts, centroids)
-        transpose_centroids(centroids, ct)
         steps += 1
-        changed = assign(points, ct, geom, codes, dist)
+        changed = assign(pts_t, centroids, geom, codes, mcodes, fscr, iscr)
     return steps
 
 
@@ -152,59 +192,62 @@ def _pick(u, n):  # pragma: no cover - compiled
 
 
 @nb.njit(**NJIT)
-def _d2(points, p, centroids, r, s):  # pragma: no cover - compiled
-    acc = 0.0
-    for d in range(points.shape[1]):
-        t = np.float64(points[p, d]) - np.float64(centroids[r, s, d])
-        acc += t * t
-    return acc
+def _seed_d2(pts_t, base, n, centroids, r, s, d2, first):  # pragma: no cover - compiled
+    """``d2[k] = min(d2[k], |x_k - c[r, s]|^2)`` in float64 (``first``: assign, not min)."""
+    m = pts_t.shape[0]
+    acc = d2[n:2 * n]
+    for k in range(n):
+        acc[k] = 0.0
+    for d in range(m):
+        c = np.float64(centroids[r, s, d])
+        row = pts_t[d, base:base + n]
+        for k in range(n):
+            t = np.float64(row[k]) - c
+            acc[k] += t * t
+    for k in range(n):
+        if first or acc[k] < d2[k]:
+            d2[k] = acc[k]
 
 
 @nb.njit(**NJIT)
-def kmeanspp(points, geom, u, d2, centroids):  # pragma: no cover - compiled
-    """k-means++ seeding of every group from uniforms ``u`` (f64[R, L]); ``d2`` is f64[N/R].
+def kmeanspp(pts_t, geom, u, d2, centroids):  # pragma: no cover - compiled
+    """k-means++ seeding of every group from uniforms ``u`` (f64[R, L]); ``d2`` is f64[2 N/R].
 
     Centre 0 of group ``r`` is member ``min(floor(u[r, 0] n), n - 1)``; centre ``s`` is the first
     member whose running float64 sum of ``d2`` exceeds ``u[r, s] * sum(d2)`` with ``d2 > 0`` (the
     last member with ``d2 > 0`` if rounding leaves none); uniform like centre 0 if all ``d2 = 0``.
     """
     q, R, mode = geom
-    npts, m = points.shape
+    m, npts = pts_t.shape
     n = npts // R
     L = centroids.shape[1]
     for r in range(R):
-        p = member(r, _pick(u[r, 0], n), q, R, mode, npts)
-        for d in range(m):
-            centroids[r, 0, d] = points[p, d]
-        for k in range(n):
-            d2[k] = _d2(points, member(r, k, q, R, mode, npts), centroids, r, 0)
-        for s in range(1, L):
-            total = 0.0
-            for k in range(n):
-                total += d2[k]
-            if total > 0.0:
-                target = u[r, s] * total
-                acc = 0.0
-                pick = -1
-                last = 0
+        base = r * n
+        pick = _pick(u[r, 0], n)
+        for s in range(L):
+            if s > 0:
+                total = 0.0
                 for k in range(n):
-                    if d2[k] > 0.0:
-                        last = k
-                    acc += d2[k]
-                    if acc > target and d2[k] > 0.0:
-                        pick = k
-                        break
-                if pick < 0:
-                    pick = last
-            else:
-                pick = _pick(u[r, s], n)
-            p = member(r, pick, q, R, mode, npts)
+                    total += d2[k]
+                if total > 0.0:
+                    target = u[r, s] * total
+                    acc = 0.0
+                    pick = -1
+                    last = 0
+                    for k in range(n):
+                        if d2[k] > 0.0:
+                            last = k
+                        acc += d2[k]
+                        if acc > target and d2[k] > 0.0:
+                            pick = k
+                            break
+                    if pick < 0:
+                        pick = last
+                else:
+                    pick = _pick(u[r, s], n)
             for d in range(m):
-                centroids[r, s, d] = points[p, d]
-            for k in range(n):
-                dd = _d2(points, member(r, k, q, R, mode, npts), centroids, r, s)
-                if dd < d2[k]:
-                    d2[k] = dd
+                centroids[r, s, d] = pts_t[d, base + pick]
+            _seed_d2(pts_t, base, n, centroids, r, s, d2, s == 0)
 
 
 @nb.njit(**NJIT)

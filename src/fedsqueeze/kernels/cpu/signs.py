@@ -94,28 +94,31 @@ def ternary_code(v, cv, s, word):  # pragma: no cover - compiled
     f24 = np.uint32(0)
     if s > 0:
         f24 = np.uint32((g / s) * _TWO24)
-    keep = (word >> np.uint32(8)) < f24
-    if not keep:
-        return np.uint8(0)
-    if v < 0:
-        return np.uint8(2)
-    return np.uint8(1)
+    keep = np.uint8((word >> np.uint32(8)) < f24)
+    return keep + keep * np.uint8(v < 0)
 
 
 @nb.njit(**NJIT)
 def _ternary_chunk(x, blk0, cvs, ss, k0, k1, c3, codes):  # pragma: no cover - compiled
+    # codes of the slice x whose first element is word 0 of Philox block blk0 (zero-based
+    # indices and an unguarded main loop, so LLVM vectorises it)
     z = np.uint32(0)
     m = x.shape[0]
-    for b in range((m + 3) // 4):
+    for b in range(m // 4):
         w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + b), z, z, c3, k0, k1)
         j = 4 * b
+        codes[j] = ternary_code(x[j], cvs[j], ss[j], w0)
+        codes[j + 1] = ternary_code(x[j + 1], cvs[j + 1], ss[j + 1], w1)
+        codes[j + 2] = ternary_code(x[j + 2], cvs[j + 2], ss[j + 2], w2)
+        codes[j + 3] = ternary_code(x[j + 3], cvs[j + 3], ss[j + 3], w3)
+    j = 4 * (m // 4)
+    if j < m:
+        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
         codes[j] = ternary_code(x[j], cvs[j], ss[j], w0)
         if j + 1 < m:
             codes[j + 1] = ternary_code(x[j + 1], cvs[j + 1], ss[j + 1], w1)
         if j + 2 < m:
             codes[j + 2] = ternary_code(x[j + 2], cvs[j + 2], ss[j + 2], w2)
-        if j + 3 < m:
-            codes[j + 3] = ternary_code(x[j + 3], cvs[j + 3], ss[j + 3], w3)
 
 
 @nb.njit(**NJIT)
@@ -148,16 +151,35 @@ def ternary_encode(x, bounds, clips, scales, params, out, clip_scr, scale_scr, c
         pack_bits(code_scr[:m], 2, out[c // 4:])
 
 
+@nb.njit(inline="always", **NJIT)
+def _ternary_value(code, s):  # pragma: no cover - compiled
+    if code == 1:
+        return s
+    if code == 2:
+        return -s
+    return np.float32(0.0)
+
+
 @nb.njit(**NJIT)
-def _ternary_range(packed, lo, s, out):  # pragma: no cover - compiled
+def _ternary_bytes(packed, s, out):  # pragma: no cover - compiled
+    # out[j] from code j of packed (the slice starts on a byte boundary)
     bad = 0
-    neg = -s
-    zero = np.float32(0.0)
-    for j in range(out.shape[0]):
-        i = lo + j
-        code = (packed[i >> 2] >> (2 * (i & 3))) & 3
-        bad += np.int64(code == 3)
-        out[j] = s if code == 1 else (neg if code == 2 else zero)
+    m = out.shape[0]
+    for k in range(m // 4):
+        b = packed[k]
+        c0 = b & 3
+        c1 = (b >> 2) & 3
+        c2 = (b >> 4) & 3
+        c3 = b >> 6
+        bad += (c0 == 3) + (c1 == 3) + (c2 == 3) + (c3 == 3)
+        out[4 * k] = _ternary_value(c0, s)
+        out[4 * k + 1] = _ternary_value(c1, s)
+        out[4 * k + 2] = _ternary_value(c2, s)
+        out[4 * k + 3] = _ternary_value(c3, s)
+    for j in range(4 * (m // 4), m):
+        c = (packed[j >> 2] >> (2 * (j & 3))) & 3
+        bad += c == 3
+        out[j] = _ternary_value(c, s)
     return bad
 
 
@@ -168,9 +190,13 @@ def ternary_decode(packed, bounds, scales, out):  # pragma: no cover - compiled
     for t in range(bounds.shape[0] - 1):
         lo = bounds[t]
         hi = bounds[t + 1]
-        if hi > lo:
-            base = lo // 4 * 4
-            bad += _ternary_range(packed[base >> 2:], lo - base, scales[t], out[lo:hi])
+        head = min(hi, (lo + 3) // 4 * 4)
+        for i in range(lo, head):
+            c = (packed[i >> 2] >> (2 * (i & 3))) & 3
+            bad += c == 3
+            out[i] = _ternary_value(c, scales[t])
+        if head < hi:
+            bad += _ternary_bytes(packed[head >> 2:], scales[t], out[head:hi])
     return bad
 
 
@@ -178,72 +204,125 @@ def ternary_decode(packed, bounds, scales, out):  # pragma: no cover - compiled
 @nb.njit(**NJIT)
 def piece_moments(x):  # pragma: no cover - compiled
     """``(sum x, sum x^2, sum |x|, max |x|)`` of ``x`` in float64, eight lanes (module doc)."""
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    s5 = 0.0
-    s6 = 0.0
-    s7 = 0.0
-    q0 = 0.0
-    q1 = 0.0
-    q2 = 0.0
-    q3 = 0.0
-    q4 = 0.0
-    q5 = 0.0
-    q6 = 0.0
-    q7 = 0.0
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    a4 = 0.0
-    a5 = 0.0
-    a6 = 0.0
-    a7 = 0.0
-    mx = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = 0.0
     n = x.shape[0]
-    for k in range((n + 7) // 8):
-        for lane in range(8):
-            i = 8 * k + lane
-            if i < n:
-                v = np.float64(x[i])
-                av = abs(v)
-                if av > mx:
-                    mx = av
-                if lane == 0:
-                    s0 += v
-                    q0 += v * v
-                    a0 += av
-                elif lane == 1:
-                    s1 += v
-                    q1 += v * v
-                    a1 += av
-                elif lane == 2:
-                    s2 += v
-                    q2 += v * v
-                    a2 += av
-                elif lane == 3:
-                    s3 += v
-                    q3 += v * v
-                    a3 += av
-                elif lane == 4:
-                    s4 += v
-                    q4 += v * v
-                    a4 += av
-                elif lane == 5:
-                    s5 += v
-                    q5 += v * v
-                    a5 += av
-                elif lane == 6:
-                    s6 += v
-                    q6 += v * v
-                    a6 += av
-                else:
-                    s7 += v
-                    q7 += v * v
-                    a7 += av
+    for k in range(n // 8):
+        v0 = np.float64(x[8 * k])
+        v1 = np.float64(x[8 * k + 1])
+        v2 = np.float64(x[8 * k + 2])
+        v3 = np.float64(x[8 * k + 3])
+        v4 = np.float64(x[8 * k + 4])
+        v5 = np.float64(x[8 * k + 5])
+        v6 = np.float64(x[8 * k + 6])
+        v7 = np.float64(x[8 * k + 7])
+        s0 += v0
+        s1 += v1
+        s2 += v2
+        s3 += v3
+        s4 += v4
+        s5 += v5
+        s6 += v6
+        s7 += v7
+        q0 += v0 * v0
+        q1 += v1 * v1
+        q2 += v2 * v2
+        q3 += v3 * v3
+        q4 += v4 * v4
+        q5 += v5 * v5
+        q6 += v6 * v6
+        q7 += v7 * v7
+        b0 = abs(v0)
+        b1 = abs(v1)
+        b2 = abs(v2)
+        b3 = abs(v3)
+        b4 = abs(v4)
+        b5 = abs(v5)
+        b6 = abs(v6)
+        b7 = abs(v7)
+        a0 += b0
+        a1 += b1
+        a2 += b2
+        a3 += b3
+        a4 += b4
+        a5 += b5
+        a6 += b6
+        a7 += b7
+        if b0 > m0:
+            m0 = b0
+        if b1 > m1:
+            m1 = b1
+        if b2 > m2:
+            m2 = b2
+        if b3 > m3:
+            m3 = b3
+        if b4 > m4:
+            m4 = b4
+        if b5 > m5:
+            m5 = b5
+        if b6 > m6:
+            m6 = b6
+        if b7 > m7:
+            m7 = b7
+    t = 8 * (n // 8)
+    if t + 0 < n:
+        v = np.float64(x[t + 0])
+        s0 += v
+        q0 += v * v
+        a0 += abs(v)
+        if abs(v) > m0:
+            m0 = abs(v)
+    if t + 1 < n:
+        v = np.float64(x[t + 1])
+        s1 += v
+        q1 += v * v
+        a1 += abs(v)
+        if abs(v) > m1:
+            m1 = abs(v)
+    if t + 2 < n:
+        v = np.float64(x[t + 2])
+        s2 += v
+        q2 += v * v
+        a2 += abs(v)
+        if abs(v) > m2:
+            m2 = abs(v)
+    if t + 3 < n:
+        v = np.float64(x[t + 3])
+        s3 += v
+        q3 += v * v
+        a3 += abs(v)
+        if abs(v) > m3:
+            m3 = abs(v)
+    if t + 4 < n:
+        v = np.float64(x[t + 4])
+        s4 += v
+        q4 += v * v
+        a4 += abs(v)
+        if abs(v) > m4:
+            m4 = abs(v)
+    if t + 5 < n:
+        v = np.float64(x[t + 5])
+        s5 += v
+        q5 += v * v
+        a5 += abs(v)
+        if abs(v) > m5:
+            m5 = abs(v)
+    if t + 6 < n:
+        v = np.float64(x[t + 6])
+        s6 += v
+        q6 += v * v
+        a6 += abs(v)
+        if abs(v) > m6:
+            m6 = abs(v)
+    m01 = m0 if m0 >= m1 else m1
+    m23 = m2 if m2 >= m3 else m3
+    m45 = m4 if m4 >= m5 else m5
+    m67 = m6 if m6 >= m7 else m7
+    m03 = m01 if m01 >= m23 else m23
+    m47 = m45 if m45 >= m67 else m67
+    mx = m03 if m03 >= m47 else m47
     return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)),
             ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7)),
             ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), mx)

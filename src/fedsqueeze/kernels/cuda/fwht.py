@@ -26,7 +26,7 @@ __all__ = ["launch_shape", "fwht", "fwht_batch"]
 
 
 def launch_shape(work: int) -> tuple[int, int]:
-    """``(blocks, threads)`` for ``work`` grid-stride items under the limits of ``kernels.config``."""
+    """``(blocks, threads)`` for ``work`` grid-stride items within ``kernels.config`` limits."""
     threads = _config.threads_per_block()
     blocks = max(1, min(_config.max_blocks(), (work + threads - 1) // threads))
     return blocks, threads

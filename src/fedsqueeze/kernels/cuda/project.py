@@ -1,10 +1,10 @@
 """CUDA twin of :mod:`fedsqueeze.kernels.cpu.project`: ``forward_cached`` / ``transpose_cached``.
 
 Same names and argument order as the CPU kernels, on device arrays; the random blocks
-``(bits, perm, gauss, scales)`` are generated on the CPU (:func:`~fedsqueeze.kernels.cpu.project.fill_cache`)
-and copied over, as METHODS.md section 0.7 asks. The one difference: the workspaces ``work`` and
-``work2`` are 2-D ``(chunk, L)`` float32, so ``chunk`` blocks are transformed per pass (memory
-``8 chunk L`` bytes).
+``(bits, perm, gauss, scales)`` are generated on the CPU
+(:func:`~fedsqueeze.kernels.cpu.project.fill_cache`) and copied over, as METHODS.md section 0.7
+asks. The one difference: the workspaces ``work`` and ``work2`` are 2-D ``(chunk, L)`` float32,
+so ``chunk`` blocks are transformed per pass (memory ``8 chunk L`` bytes).
 
 Operations per element equal the CPU's: sign flip, float32 butterflies, float32 ``G * x``,
 ``float32(float64(y) * c_b)`` for forward rows, and the transpose adds ``float64(y_j) * (+-c_b)``
@@ -111,7 +111,7 @@ def _chunks(nb: int, chunk: int):
 
 
 def forward_cached(x, bits, perm, gauss, scales, work, work2, out, p) -> None:
-    """``out = A x`` (``+=`` when ``p[6]``); ``work``, ``work2``: f32 ``(chunk, L)`` device arrays."""
+    """``out = A x`` (``+=`` when ``p[6]``); ``work``, ``work2``: f32 ``(chunk, L)`` on device."""
     chunk, n = work.shape
     for b0, rows in _chunks(scales.shape[0], chunk):
         grid = launch_shape(rows * n)

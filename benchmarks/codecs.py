@@ -1,0 +1,230 @@
+"""Encode/decode throughput of every registered codec, next to memcpy and plain torch versions.
+
+Throughput is GB/s of float32 input (``4 n`` bytes per call, also for decode), the best of a few
+repetitions, wall clock, single thread (torch is limited to one thread as well). memcpy is
+``np.copyto`` between two preallocated 100 MB arrays, measured in the same process, so the
+ratio column is meaningful on a busy machine too. Decode includes ``parse`` of the payload, as
+on a server; it writes into a preallocated buffer.
+
+    python benchmarks/codecs.py                       # every codec, 1M and 25M elements
+    python benchmarks/codecs.py --sizes 1e6 --codecs qsgd signsgd
+    python benchmarks/codecs.py --markdown docs/performance-codecs.md
+
+Every id in ``fedsqueeze.compress.available()`` gets a row with its default config (codecs added
+later are picked up automatically; :data:`CONFIGS` can give one a better default). A codec that
+fails at some size gets ``error: ...`` in its row instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from fedsqueeze import compress
+from fedsqueeze.kernels.cpu import bitpack
+
+CONFIGS: dict[str, list[dict]] = {
+    # extra rows besides each codec's default config: the 4-bit QSGD of the speed target
+    "qsgd": [{}, {"s": 7}],
+}
+MAX_SECONDS = 1.5
+"""Stop repeating a measurement once one call took longer than this."""
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        if dt > MAX_SECONDS:
+            break
+    return best
+
+
+def memcpy_gbs(repeat: int) -> float:
+    a = np.empty(25_000_000, np.float32)
+    b = np.ones(25_000_000, np.float32)
+    np.copyto(a, b)
+    return a.nbytes / best_time(lambda: np.copyto(a, b), max(repeat, 5)) / 1e9
+
+
+# -- plain torch versions of the same methods (one byte per code, torch.topk, ...) -------------
+def _torch_qsgd(s: int, bucket: int = 512):
+    def enc(x, g):
+        n = x.numel()
+        v = torch.nn.functional.pad(x, (0, (-n) % bucket)).view(-1, bucket)
+        norms = v.double().norm(dim=1).float()
+        r = v.abs() * (s / norms.clamp_min(1e-30))[:, None]
+        lev = r.floor()
+        lev += torch.rand(r.shape, generator=g) < (r - lev)
+        return norms, (lev * torch.sign(v)).to(torch.int16 if s > 127 else torch.int8)
+
+    def dec(e, n):
+        norms, codes = e
+        return (codes.float() * (norms / s)[:, None]).view(-1)[:n]
+    return enc, dec
+
+
+def _torch_terngrad(x, g):
+    sigma = x.std(unbiased=False)
+    c = x.clamp(-2.5 * sigma, 2.5 * sigma)
+    s = c.abs().max()
+    keep = torch.rand(x.shape, generator=g) < c.abs() / s
+    return s, (torch.sign(c) * keep).to(torch.int8)
+
+
+def _torch_topk(x, g, rho=0.01):
+    k = max(1, math.ceil(rho * x.numel()))
+    idx = torch.topk(x.abs(), k, sorted=False).indices
+    return idx, x[idx]
+
+
+def _torch_randk(x, g, rho=0.01):
+    n = x.numel()
+    k = max(1, math.ceil(rho * n))
+    idx = torch.randperm(n, generator=g)[:k]
+    return idx, x[idx] * (n / k)
+
+
+def _torch_stc(x, g, rho=0.01):
+    idx, v = _torch_topk(x, g, rho)
+    return idx, v.abs().mean(), (v < 0).to(torch.uint8)
+
+
+def _scatter(e, n):
+    out = torch.zeros(n)
+    out[e[0]] = e[1]
+    return out
+
+
+TORCH: dict[str, tuple[str, Callable, Callable]] = {
+    "identity": ("clone", lambda x, g: x.clone(), lambda e, n: e.clone()),
+    "fp16": ("x.half()", lambda x, g: x.half(), lambda e, n: e.float()),
+    "bf16": ("x.bfloat16()", lambda x, g: x.bfloat16(), lambda e, n: e.float()),
+    "signsgd": ("(x<0) as uint8", lambda x, g: (x < 0).to(torch.uint8),
+                lambda e, n: 1.0 - 2.0 * e.float()),
+    "ef_signsgd": ("mean|x|, uint8 signs", lambda x, g: (x.abs().mean(), (x < 0).to(torch.uint8)),
+                   lambda e, n: e[0] * (1.0 - 2.0 * e[1].float())),
+    "terngrad": ("int8 codes", _torch_terngrad, lambda e, n: e[0] * e[1].float()),
+    "topk": ("torch.topk", _torch_topk, _scatter),
+    "randk": ("randperm", _torch_randk, _scatter),
+    "stc": ("torch.topk", _torch_stc,
+            lambda e, n: _scatter((e[0], e[1] * (1.0 - 2.0 * e[2].float())), n)),
+}
+
+
+def torch_row(codec_id: str, cfg: dict, x: np.ndarray, repeat: int):
+    if codec_id in ("qsgd", "adaquant"):
+        s = cfg.get("s", cfg.get("s0", 2))
+        label, (enc, dec) = f"int8 codes (s={s})", _torch_qsgd(s)
+    elif codec_id in TORCH:
+        label, enc, dec = TORCH[codec_id]
+    else:
+        return "-", None, None
+    t = torch.from_numpy(x)
+    g = torch.Generator().manual_seed(0)
+    e = enc(t, g)
+    dec(e, t.numel())
+    te = best_time(lambda: enc(t, g), repeat)
+    td = best_time(lambda: dec(e, t.numel()), repeat)
+    return label, x.nbytes / te / 1e9, x.nbytes / td / 1e9
+
+
+# -- measurements -----------------------------------------------------------------------------
+def codec_row(codec, x: np.ndarray, repeat: int) -> tuple[float, float, float]:
+    """``(encode GB/s, decode GB/s, payload bits per element)``."""
+    n = x.shape[0]
+    warm = x[:1000]
+    codec.decode(codec.parse(codec.encode(warm, seed=0)[0].payload(), warm.shape[0]))
+    enc, _ = codec.encode(x, seed=1)
+    payload = enc.payload()
+    out = np.empty(n, np.float32)
+    te = best_time(lambda: codec.encode(x, seed=1), repeat)
+    td = best_time(lambda: codec.decode(codec.parse(payload, n), out=out), repeat)
+    return x.nbytes / te / 1e9, x.nbytes / td / 1e9, 8.0 * len(payload) / n
+
+
+def pack_row(n: int, repeat: int) -> tuple[float, float]:
+    """The plain 4-bit pack/unpack kernels, in GB/s of the float32 vector the codes stand for."""
+    codes = np.random.default_rng(0).integers(0, 16, n).astype(np.uint8)
+    packed = np.empty((n + 1) // 2, np.uint8)
+    back = np.empty(n, np.uint8)
+    bitpack.pack_bits(codes[:16], 4, packed)
+    bitpack.unpack_bits(packed, 4, 16, back)
+    te = best_time(lambda: bitpack.pack_bits(codes, 4, packed), repeat)
+    td = best_time(lambda: bitpack.unpack_bits(packed, 4, n, back), repeat)
+    return 4 * n / te / 1e9, 4 * n / td / 1e9
+
+
+def fmt(v) -> str:
+    return v if isinstance(v, str) else f"{v:.2f}"
+
+
+def run(sizes: list[int], codec_ids: list[str], repeat: int) -> tuple[list[list], float]:
+    torch.set_num_threads(1)
+    mem = memcpy_gbs(repeat)
+    rows = []
+    for n in sizes:
+        x = (np.random.default_rng(1).standard_normal(n) * 0.01).astype(np.float32)
+        e, d = pack_row(n, repeat)
+        rows.append([f"{n:,}", "kernel pack_bits w=4", "4", fmt(e), fmt(d), fmt(e / mem),
+                     fmt(d / mem), "-", "-", "-"])
+        for cid in codec_ids:
+            for extra in CONFIGS.get(cid, [{}]):
+                cfg = {"id": cid, **extra}
+                name = cid + "".join(f" {k}={v}" for k, v in extra.items())
+                try:
+                    codec = compress.from_config(cfg)
+                    e, d, bits = codec_row(codec, x, repeat)
+                    cells = [f"{bits:.2f}", fmt(e), fmt(d), fmt(e / mem), fmt(d / mem)]
+                except Exception as exc:  # report and go on: every codec gets a row
+                    cells = ["-", f"error: {type(exc).__name__}: {str(exc)[:60]}", "-", "-", "-"]
+                try:
+                    label, te, td = torch_row(cid, extra, x, repeat)
+                    tcells = [label, fmt(te) if te else "-", fmt(td) if td else "-"]
+                except Exception as exc:
+                    tcells = [f"error: {type(exc).__name__}", "-", "-"]
+                rows.append([f"{n:,}", name] + cells + tcells)
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    return rows, mem
+
+
+HEADERS = ["n", "codec", "bits/elem", "encode GB/s", "decode GB/s", "enc/memcpy", "dec/memcpy",
+           "torch version", "torch enc GB/s", "torch dec GB/s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 25e6])
+    ap.add_argument("--codecs", nargs="+", default=None, help="codec ids (default: all)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--markdown", type=Path, default=None, help="also write a markdown table")
+    args = ap.parse_args(argv)
+    ids = args.codecs or compress.available()
+    rows, mem = run([int(s) for s in args.sizes], ids, args.repeat)
+    head = (f"memcpy (np.copyto, 100 MB, same process): {mem:.2f} GB/s; "
+            f"target >= 0.40 x memcpy = {0.4 * mem:.2f} GB/s; "
+            f"{platform.processor() or platform.machine()}, numpy {np.__version__}, "
+            f"torch {torch.__version__} (1 thread)")
+    print(head)
+    print(tabulate(rows, HEADERS, tablefmt="github"))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("# Codec throughput\n\n" + head + "\n\n"
+                                 + tabulate(rows, HEADERS, tablefmt="github") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

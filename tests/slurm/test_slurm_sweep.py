@@ -1,0 +1,164 @@
+"""End to end on a real SLURM: sbatch the sweep array, wait, read every HDF5 file; preempt a
+task, requeue it and check that it resumes to the same final model as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsqueeze.launch.sweep import read_manifest, task_logs
+from fedsqueeze.log.reader import read_run, read_status
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP_JOB = "jobs/quickstart_sweep.toml"
+SMALL = ["--set", "data.clients=8"]
+# 8 array tasks of 3 ranks on a 2-core node: overcommit, at most 4 tasks at once
+CI_SLURM = ["--slurm", "overcommit=true", "--slurm", "max_parallel=4", "--slurm", 'time="15"']
+
+
+def final_run(folder: Path, entry: dict):
+    logs = task_logs(folder, entry)
+    assert logs, f"{entry['name']}: no HDF5 file in {folder}"
+    return logs, read_run(logs[-1])
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_sweep_array_end_to_end(sweep_in, launcher):
+    sw = sweep_in(f"sweep-{launcher}")
+    t0 = time.monotonic()
+    sw.submit(SWEEP_JOB, *SMALL, "--set", "fl.rounds=3", "--set", "train.max_steps=4",
+              *CI_SLURM, env={"FEDSQUEEZE_LAUNCHER": launcher})
+    states = sw.wait(timeout=1500)
+    elapsed = time.monotonic() - t0
+    print(f"\n[slurm] {launcher}: 8 array tasks finished in {elapsed:.0f} s", file=sys.stderr)
+    assert len(states) == 8 and all(s == ("COMPLETED", "0:0") for s in states.values()), \
+        f"{states}\n{sw.logs()}"
+
+    entries = read_manifest(sw.folder)
+    assert [e["index"] for e in entries] == list(range(8))
+    bytes_up = {}
+    for e in entries:
+        logs, run = final_run(sw.folder, e)
+        assert logs == [sw.folder / e["h5"]], "a task that was never preempted has one file"
+        assert run.status["state"] == "completed", (e["name"], run.status, sw.logs())
+        assert list(run.rounds["round"]) == [0, 1, 2]
+        assert np.isfinite(run.rounds["test_accuracy"]).all()
+        assert (run.rounds["bytes_up"] > 0).all() and (run.rounds["bytes_down"] > 0).all()
+        assert run.model is not None and np.isfinite(run.model).all()
+        # the file holds the config of its manifest entry: the axis values arrived
+        expected = json.loads((sw.folder / e["config"]).read_text())
+        for key in ("compress", "data", "seed", "fl", "train"):
+            assert run.config[key] == expected[key], (e["name"], key)
+        assert run.config["compress"]["up"]["id"] == e["overrides"]["compress.up"]["id"]
+        assert run.config["data"]["alpha"] == e["overrides"]["data.alpha"]
+        assert run.config["seed"] == e["overrides"]["seed"]
+        # every rank was started: the server saw 2 workers
+        assert run.meta.get("n_workers") == 2, run.meta
+        bytes_up[(e["overrides"]["compress.up"]["id"], e["overrides"]["data.alpha"],
+                  e["overrides"]["seed"])] = int(run.rounds["bytes_up"].sum())
+        log = (sw.folder / "logs" / f"{e['name']}.out").read_text()
+        assert "attempt 1" in log and "launcher exited 0" in log
+    for (codec, alpha, seed), n in bytes_up.items():
+        if codec == "topk":
+            assert n < bytes_up[("identity", alpha, seed)] / 2, bytes_up
+
+    # re-submitting the same sweep skips completed runs
+    sw.submit(SWEEP_JOB, *SMALL, "--set", "fl.rounds=3", "--set", "train.max_steps=4",
+              *CI_SLURM, "--tasks", "0", env={"FEDSQUEEZE_LAUNCHER": launcher})
+    assert sw.wait(timeout=300) == {f"{sw.job_id}_0": ("COMPLETED", "0:0")}
+    log = (sw.folder / "logs" / f"{entries[0]['name']}.out").read_text()
+    assert "already completed" in log
+
+
+def _wait_rounds(folder: Path, entry: dict, n_files: int, rounds_done: int, sw,
+                 timeout: float = 600) -> None:
+    """Until the task's ``n_files``-th log has flushed ``rounds_done`` rounds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = task_logs(folder, entry)
+        if len(logs) >= n_files:
+            try:
+                st = read_status(logs[n_files - 1])
+            except (OSError, KeyError, ValueError):
+                st = {}
+            if st.get("rounds_done", 0) >= rounds_done or st.get("state") == "completed":
+                assert st.get("state") != "completed", \
+                    f"run finished before it could be preempted: {st}"
+                return
+        time.sleep(0.5)
+    pytest.fail(f"{entry['name']}: attempt {n_files} did not reach round {rounds_done}\n"
+                f"{sw.logs()}")
+
+
+def test_preempt_requeue_resume(sweep_in, slurm_cluster):
+    """Attempt 1 gets the time-limit warning (USR2 to the batch shell) and requeues itself;
+    attempt 2 gets SIGTERM on every process (what preemption sends) and is requeued by hand;
+    attempt 3 completes. Its final model equals that of an uninterrupted run (slurm/run.sbatch)
+    of the same config."""
+    run_args = [*SMALL, "--set", "fl.rounds=14", "--set", "train.max_steps=8"]
+    sw = sweep_in("preempt")
+    task = f"{sw.submit(SWEEP_JOB, *run_args, *CI_SLURM, '--tasks', '5')}_5"
+    entry = read_manifest(sw.folder)[5]
+
+    # the uninterrupted reference: the same job copy and overrides through slurm/run.sbatch
+    ref = sw.folder.parent / "reference"
+    sets = [x for k, v in _sets(entry).items() for x in ("--set", f"{k}={v}")]
+    p = subprocess.run(["sbatch", "--parsable", "--overcommit", "-n", "3",
+                        f"--output={ref}.out", str(ROOT / "slurm/run.sbatch"),
+                        str(sw.folder / "job.toml"), *sets, "--out", str(ref), "--name", "ref"],
+                       env={**slurm_cluster.env, "FEDSQUEEZE_PYTHON": sys.executable},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    ref_job = p.stdout.strip()
+
+    _wait_rounds(sw.folder, entry, n_files=1, rounds_done=2, sw=sw)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR2", task)
+    _wait_rounds(sw.folder, entry, n_files=2, rounds_done=2, sw=sw)
+    slurm_cluster.run("scancel", "--full", "--signal=TERM", task)
+    deadline = time.monotonic() + 300
+    while sw.states().get(task, ("?",))[0] in ("RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, f"{task} did not stop on SIGTERM\n{sw.logs()}"
+        time.sleep(1)
+    assert sw.states()[task][0] == "FAILED", sw.states()  # exit code 3: preempted, no requeue
+    slurm_cluster.run("scontrol", "requeue", task)
+    states = sw.wait(timeout=900)
+    assert states[task] == ("COMPLETED", "0:0"), f"{states}\n{sw.logs()}"
+
+    logs, run = final_run(sw.folder, entry)
+    assert len(logs) == 3, logs
+    assert [read_status(f)["state"] for f in logs] == ["preempted", "preempted", "completed"]
+    assert run.rounds["round"].iloc[-1] == 13
+    out = (sw.folder / "logs" / f"{entry['name']}.out").read_text()
+    for text in ("attempt 1", "attempt 2", "attempt 3", "got SIGUSR2", "got SIGTERM",
+                 "requeueing job"):
+        assert text in out, f"{text!r} missing from the task log:\n{out}"
+
+    deadline = time.monotonic() + 900
+    while read_status_or_none(ref / "ref.h5") != "completed":
+        assert time.monotonic() < deadline, (Path(f"{ref}.out").read_text(errors="replace"))
+        time.sleep(2)
+    reference = read_run(ref / "ref.h5")
+    assert reference.rounds["round"].iloc[-1] == 13
+    np.testing.assert_array_equal(run.model, reference.model)
+    assert ref_job
+
+
+def read_status_or_none(path: Path) -> str | None:
+    try:
+        return read_status(path)["state"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _sets(entry: dict) -> dict[str, str]:
+    from fedsqueeze.launch.sweep import toml_literal
+
+    return {k: toml_literal(v) for k, v in entry["overrides"].items()}
