@@ -466,3 +466,121 @@ def ternary_decode(packed: np.ndarray, bounds, scales, n: int) -> np.ndarray:
     codes = unpack_bits(packed, 2, n)
     s = np.repeat(np.asarray(scales, np.float32), np.diff(np.asarray(bounds)))
     return np.select([codes == 1, codes == 2], [s, -s], np.float32(0)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# FedLite (seed 004): grouped product quantisation of split-learning activations, its k-means
+# (assignment, k-means++ seeding, Lloyd), decode, codebook-gradient sums and the SPLIT_ACT byte
+# layout, METHODS.md sections 5.2-5.5. NumPy only; plain loops where the order of float sums matters.
+# ------------------------------------------------------------------------------------------------
+
+def pq_points(z, q: int) -> np.ndarray:
+    """``z`` (B x d_a) zero-padded to q*m columns, as (B*q, m) sub-vectors (``m = ceil(d_a/q)``)."""
+    z = np.asarray(z, np.float32)
+    b, d_a = z.shape
+    m = -(-d_a // q)
+    buf = np.zeros((b, q * m), np.float32)
+    buf[:, :d_a] = z
+    return buf.reshape(b * q, m)
+
+
+def pq_group_ids(n_points: int, q: int, R: int, grouping: str) -> np.ndarray:
+    """Group of every sub-vector p = b*q + j: ``floor(j R / q)`` ("position") or the 3P reshape
+    of R runs of consecutive sub-vectors ("sample")."""
+    p = np.arange(n_points)
+    if grouping == "position":
+        return (p % q) * R // q
+    return p // (n_points // R)
+
+
+def pq_assign(points, centroids, gid) -> np.ndarray:
+    """Nearest centroid of the point's group; distances summed in float32 over increasing d, ties
+    to the lowest centroid id."""
+    x = np.asarray(points, np.float32)
+    c = np.asarray(centroids, np.float32)[np.asarray(gid)]  # (N, L, m)
+    acc = np.zeros(c.shape[:2], np.float32)
+    for d in range(x.shape[1]):
+        t = x[:, d, None] - c[:, :, d]
+        acc = acc + t * t
+    return np.argmin(acc, axis=1)
+
+
+def pq_sums(points, codes, gid, R: int, L: int):
+    """float64 sums (R, L, m) and counts (R, L) of the points of every (group, code), added in
+    increasing point order."""
+    x = np.asarray(points, np.float32)
+    sums = np.zeros((R, L, x.shape[1]))
+    counts = np.zeros((R, L), np.int64)
+    for p in range(x.shape[0]):
+        sums[gid[p], codes[p]] += x[p].astype(np.float64)
+        counts[gid[p], codes[p]] += 1
+    return sums, counts
+
+
+def pq_kmeanspp(points, gid, u) -> np.ndarray:
+    """k-means++ centres (R, L, m) per group from uniforms u (R, L): the rule of kmeanspp_seed on
+    the group's points in increasing order, with float64 squared distances summed over d."""
+    x = np.asarray(points, np.float32)
+    R, L = np.asarray(u).shape
+    out = np.zeros((R, L, x.shape[1]), np.float32)
+    for r in range(R):
+        xs = x[np.flatnonzero(np.asarray(gid) == r)]
+        x64 = xs.astype(np.float64)
+        n = xs.shape[0]
+
+        def dist(c):
+            acc = np.zeros(n)
+            for d in range(xs.shape[1]):
+                acc = acc + (x64[:, d] - np.float64(c[d])) ** 2
+            return acc
+
+        pick = min(int(u[r, 0] * n), n - 1)
+        out[r, 0] = xs[pick]
+        d2 = dist(xs[pick])
+        for s in range(1, L):
+            cs = np.cumsum(d2)
+            if cs[-1] > 0:
+                hit = np.flatnonzero((cs > u[r, s] * cs[-1]) & (d2 > 0))
+                pick = int(hit[0]) if hit.size else int(np.flatnonzero(d2 > 0)[-1])
+            else:
+                pick = min(int(u[r, s] * n), n - 1)
+            out[r, s] = xs[pick]
+            d2 = np.minimum(d2, dist(xs[pick]))
+    return out
+
+
+def pq_lloyd(points, centroids, gid, iters: int):
+    """Up to ``iters`` Lloyd updates (float32 mean of float64 sums; empty clusters keep their
+    centre), stopping when an assignment changes nothing; returns (centroids, codes, steps)."""
+    c = np.array(centroids, np.float32)
+    R, L = c.shape[:2]
+    codes = pq_assign(points, c, gid)
+    changed, steps = True, 0
+    while steps < iters and changed:
+        sums, counts = pq_sums(points, codes, gid, R, L)
+        nz = counts > 0
+        c[nz] = (sums[nz] / counts[nz][:, None]).astype(np.float32)
+        steps += 1
+        new = pq_assign(points, c, gid)
+        changed = bool((new != codes).any())
+        codes = new
+    return c, codes, steps
+
+
+def pq_decode(centroids, codes, gid, d_a: int, B: int) -> np.ndarray:
+    """z_tilde (B x d_a): every sub-vector replaced by its centroid, padding columns dropped."""
+    sub = np.asarray(centroids, np.float32)[np.asarray(gid), np.asarray(codes)]
+    return sub.reshape(B, -1)[:, :d_a]
+
+
+def split_act_payload(*, B: int, q: int, R: int, L_eff: int, d_a: int, label_bits: int,
+                      grouping: int, step: int, centroids, codes, labels) -> bytes:
+    """SPLIT_ACT payload from METHODS.md 5.5: 16-byte preamble, f32 centroids, LSB-first codes
+    at ceil(log2 L_eff) bits padded to 4, labels at label_bits padded to 4."""
+    pre = (np.array([B, q, R, L_eff], "<u2").tobytes() + np.array([d_a], "<u4").tobytes()
+           + bytes([label_bits, grouping]) + np.array([step], "<u2").tobytes())
+    width = int(L_eff - 1).bit_length()
+    packed = pack_lsb_first(codes, width) if width else b""
+    lab = pack_lsb_first(labels, label_bits) if label_bits else b""
+    return (pre + np.asarray(centroids, "<f4").tobytes() + packed + bytes(-len(packed) % 4)
+            + lab + bytes(-len(lab) % 4))

@@ -215,9 +215,9 @@ def report(inputs: list[str], out_dir: str, *, target_accuracy: float | None = N
     Returns
     -------
     dict
-        ``summary_csv``, ``summary_md``: paths; ``plots``: name -> PNG path; ``data``: name ->
-        the DataFrame behind that plot; ``summary``: the summary DataFrame; ``skipped``:
-        ``(path, reason)`` of unreadable run logs.
+        ``summary_csv``, ``summary_md``: paths (also under ``tables``); ``plots``: name -> PNG
+        path; ``data``: name -> the DataFrame behind that plot; ``summary``: the summary
+        DataFrame; ``skipped``: ``(path, reason)`` of unreadable run logs.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,8 +241,9 @@ def report(inputs: list[str], out_dir: str, *, target_accuracy: float | None = N
         "time_breakdown": _plot_breakdown(data["time_breakdown"], out / "time_breakdown.png"),
         "client_bytes": _plot_clients(data["client_bytes"], out / "client_bytes.png"),
     }
-    return {"summary_csv": str(csv_path), "summary_md": str(md_path), "plots": plots,
-            "data": data, "summary": summary, "skipped": skipped}
+    tables = {"summary_csv": str(csv_path), "summary_md": str(md_path)}
+    return {**tables, "tables": tables, "plots": plots, "data": data, "summary": summary,
+            "skipped": skipped}
 
 
 def status(sweep_folder: str | os.PathLike[str]) -> pd.DataFrame:

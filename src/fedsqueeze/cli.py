@@ -43,8 +43,8 @@ def _cmd_run(args) -> int:
         print("fedsqueeze run: needs at least 2 MPI ranks (rank 0 serves, the others host "
               f"clients); try: mpiexec -n 4 python -m fedsqueeze run {args.job}", file=sys.stderr)
         return 2
-    resume = args.resume or (args.resume_if_possible and (run_paths(cfg)["ckpt"] /
-                                                          "server.npz").exists())
+    resume = "required" if args.resume else bool(
+        args.resume_if_possible and (run_paths(cfg)["ckpt"] / "server.npz").exists())
     try:
         result = run(cfg, comm, resume=resume, progress=not args.no_progress)
     except SystemExit as exc:

@@ -6,7 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 import pytest
 
@@ -51,3 +54,51 @@ def fedsqueeze_run(n: int, job: str, out: Path, name: str, *sets: str, timeout: 
     for s in sets:
         args += ["--set", s]
     return run_mpi(n, args, timeout=timeout, check=check)
+
+
+def launch(tmp_path, name, *sets, n: int = 3, extra: tuple = ()):
+    """Start a run in the background with ``-disable-auto-cleanup`` (a dead rank does not take
+    the others down, so the server can notice and react)."""
+    args = [mpiexec(), "-disable-auto-cleanup", "-n", str(n), sys.executable, "-m",
+            "fedsqueeze", "run", "jobs/quickstart.toml", "--out", str(tmp_path), "--name", name,
+            "--no-progress", *extra]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.Popen(args, cwd=ROOT, env=mpi_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def rank_pids(name: str) -> dict[int, int]:
+    out = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if name in cmd and "run" in cmd and "mpiexec" not in os.path.basename(cmd[0]):
+            try:
+                env = p.environ()
+            except psutil.Error:
+                continue
+            rank = env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK")
+            if rank is not None:
+                out[int(rank)] = p.info["pid"]
+    return out
+
+
+def _read_run(path):
+    from fedsqueeze.log import read_run
+
+    return read_run(path)
+
+
+def wait_rounds(path, n: int, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists():
+            try:
+                if len(_read_run(path).rounds) >= n:
+                    return
+            except Exception:  # noqa: BLE001 - the file may be mid-creation
+                pass
+        time.sleep(0.5)
+    pytest.fail(f"{path} never reached {n} rounds")
+
+

@@ -108,7 +108,7 @@ SlurmUser={user}
 SlurmdUser={user}
 AuthType=auth/munge
 # cred_expire: a requeued job waits this long before it may start again (default 120 s)
-AuthInfo=socket={munge}/munge.socket.2,cred_expire=10
+AuthInfo=socket={munge}/munge.socket.2,cred_expire=30
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool

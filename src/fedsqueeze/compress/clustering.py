@@ -24,6 +24,7 @@ index, keyed by the message seed) and ``iters`` Lloyd steps per clustered tensor
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -233,23 +234,40 @@ class Clustered(Compressor):
     iters : int
         Lloyd steps after k-means++ seeding.
     layout : list of [numel, clustered], optional
-        Tensors of the vector in order; ``None`` clusters the whole vector as one tensor.
+        Tensors of the vector in order.
+    shapes : list of list of int, optional
+        Tensor shapes in model order (the FL layer fills them in); used when ``layout`` is
+        ``None``: tensors with two or more dimensions (weights) are clustered, 1-D ones (biases,
+        norms) stay float32. With neither, the whole vector is one clustered tensor.
     """
 
     codec_id = "clustered"
     codec_version = 1
 
     def __init__(self, *, k: int = 8, iters: int = 10,
-                 layout: Sequence[Sequence[Any]] | None = None) -> None:
+                 layout: Sequence[Sequence[Any]] | None = None,
+                 shapes: Sequence[Sequence[int]] | None = None) -> None:
         self.k = _check_k(k)
         if isinstance(iters, bool) or int(iters) != iters or not 0 <= iters <= 1000:
             raise ValueError(f"iters = {iters!r}, expected an integer in [0, 1000]")
         self.iters = int(iters)
-        self.layout = normalize_layout(layout) if layout is not None else None
+        self.shapes = None
+        if shapes is not None:
+            if not shapes or any(not s or any(isinstance(d, bool) or int(d) != d or d < 1
+                                              for d in s) for s in shapes):
+                raise ValueError(f"shapes = {shapes!r}, expected non-empty lists of ints >= 1")
+            self.shapes = [[int(d) for d in s] for s in shapes]
+        if layout is not None:
+            self.layout: Layout | None = normalize_layout(layout)
+        elif self.shapes is not None:
+            self.layout = tuple((math.prod(s), len(s) >= 2) for s in self.shapes)
+        else:
+            self.layout = None
+        self._explicit = layout is not None
 
     def _params(self) -> dict[str, Any]:
-        lay = None if self.layout is None else [[m, c] for m, c in self.layout]
-        return {"k": self.k, "iters": self.iters, "layout": lay}
+        lay = [[m, c] for m, c in self.layout] if self._explicit and self.layout else None
+        return {"k": self.k, "iters": self.iters, "layout": lay, "shapes": self.shapes}
 
     def _layout(self, n: int) -> Layout:
         if self.layout is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -47,6 +48,13 @@ def _save_checkpoint(server, paths, t: int) -> Path:
                                                         client=SYSTEM_CLIENT))
     for w in server.workers:
         server.tx.recv_frame(w, int(Kind.METRICS), timeout=server.cfg.fl.worker_timeout_s)
+    if paths["state"].exists():  # the shared disk store of client state
+        dst = ck / "client_state"
+        tmp = ck / "client_state.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(paths["state"], tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
     _save_server_state(ck, t, server.strategy.state_dict(), server, complete=True)
     return ck
 
@@ -82,17 +90,22 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
     check_ranks(world, tx.size)
     paths = run_paths(cfg)
     ck = _load_checkpoint(paths) if resume else None
+    if resume == "required" and ck is None:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--resume: no checkpoint at {paths['ckpt'] / 'server.npz'}")
     server_cls, worker_cls = get_roles(cfg.fl.method)
+    if ck is not None and tx.rank == 0:
+        shutil.rmtree(paths["state"], ignore_errors=True)
+        if (paths["ckpt"] / "client_state").exists():
+            shutil.copytree(paths["ckpt"] / "client_state", paths["state"])
+    comm.Barrier()  # the shared client-state folder is restored before any worker opens it
     if tx.rank != 0:
+        _ignore_preemption_signals()
         worker = worker_cls(world, tx, state_dir=paths["state"], ckpt_dir=paths["ckpt"])
-        if ck is not None:
-            snap_mem = paths["ckpt"] / f"rank{tx.rank}.state.npz"
-            snap_disk = paths["ckpt"] / "client_state"
-            if hasattr(worker.store, "restore"):
-                if snap_mem.exists():
-                    worker.store.restore(snap_mem)
-                elif snap_disk.exists():
-                    worker.store.restore(snap_disk)
+        snap = paths["ckpt"] / f"rank{tx.rank}.state.npz"
+        if ck is not None and snap.exists() and hasattr(worker.store, "restore"):
+            worker.store.restore(snap)
         worker.run()
         return RunResult()
     return _serve(cfg, world, tx, paths, ck, progress, server_cls)
@@ -117,28 +130,33 @@ def _serve(cfg, world, tx, paths, ck, progress, Server) -> RunResult:
     client_cols = ([("sent_bytes", "u8"), ("status", "u1")]
                    + list(getattr(Server, "extra_client_columns", [])))
     h5 = paths["h5"]
+    previous = None
     if ck is not None and h5.exists():
-        h5 = h5.with_name(f"{h5.stem}.resume{start}.h5")
+        # the resumed run writes the same file: rows of rounds before the checkpoint are
+        # carried over from the interrupted log, which is kept beside it
+        previous = h5.with_name(f"{h5.stem}.interrupted-{start}.h5")
+        os.replace(h5, previous)
     bar = _progress_bar(cfg, start) if progress else None
     with RunWriter(h5, config=cfg.to_dict(), meta=meta, n_params=world.n_params,
                    round_columns=round_cols, client_columns=client_cols) as log:
         log.write_partition(world.parts)
+        if previous is not None:
+            _carry_over(previous, log, start)
         server = Server(world, tx, log, start_round=start, strategy_state=state,
                         checkpoint=lambda t, s: _save_checkpoint(s, paths, t),
                         progress=bar.update if bar else None)
         if ck is not None:
             server.total_up, server.total_down = int(ck[2][0]), int(ck[2][1])
         t0 = time.perf_counter()
+        preempted = None
         try:
             summary = server.run()
         except Preempted as exc:
             log.set_status("preempted", error=str(exc))
             log.write_model(server.strategy.weights)
             _close(bar)
-            server.stop_workers(-1)
-            print(f"fedsqueeze: preempted; resume with --resume ({paths['ckpt']})",
-                  file=sys.stderr)
-            raise SystemExit(3) from None
+            server.stop_workers(cfg.fl.rounds)
+            preempted = exc
         except (WorkerLost, Exception) as exc:  # noqa: BLE001 - log every failure, then re-raise
             if isinstance(exc, WorkerLost) and getattr(server, "round_start_state", None):
                 t_fail, state = server.round_start_state
@@ -146,18 +164,53 @@ def _serve(cfg, world, tx, paths, ck, progress, Server) -> RunResult:
                 log.event(t_fail, "error", "checkpoint",
                           f"server state before round {t_fail} saved in {paths['ckpt']} "
                           "(client state of the lost rank is gone)")
-            log.event(-1, "error", type(exc).__name__, f"{exc}\n{traceback.format_exc()}")
+            log.event(-1, "error", type(exc).__name__[:32], f"{exc}\n{traceback.format_exc()}")
             log.set_status("failed", error=f"{type(exc).__name__}: {exc}")
             log.write_model(server.strategy.weights)
             log.flush()
             _close(bar)
             raise
-        server.stop_workers(cfg.fl.rounds)
-        log.write_model(server.strategy.weights)
-        log.set_status("completed", last_round=cfg.fl.rounds - 1)
-        _close(bar)
+        if preempted is None:
+            server.stop_workers(cfg.fl.rounds)
+            log.write_model(server.strategy.weights)
+            log.set_status("completed", last_round=cfg.fl.rounds - 1)
+            _close(bar)
+    if preempted is not None:
+        print(f"fedsqueeze: {preempted}; continue with --resume (checkpoint {paths['ckpt']})",
+              file=sys.stderr)
+        raise SystemExit(3)
     summary.update(h5=str(h5), seconds=time.perf_counter() - t0)
     return RunResult(summary)
+
+
+def _ignore_preemption_signals() -> None:
+    """Workers outlive SLURM's warning signal: the server checkpoints, then tells them to stop."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda *_: None)
+
+
+def _carry_over(old: Path, log, start: int) -> None:
+    """Copy every table row of rounds ``< start`` from an interrupted log into ``log``."""
+    from ..log import read_run
+
+    r = read_run(old)
+    for _, row in r.rounds[r.rounds["round"] < start].iterrows():
+        log.append_round(row.to_dict())
+    for table, append in (("clients", log.append_clients), ("comm", log.append_comm)):
+        df = getattr(r, table)
+        df = df[df["round"] < start]
+        if len(df):
+            append({c: df[c].to_numpy() for c in df.columns})
+    if len(r.setup):
+        log.append_setup({c: r.setup[c].to_numpy() for c in r.setup.columns})
+    for _, row in r.system[r.system["round"] < start].iterrows():
+        log.append_system(int(row["round"]), int(row["bytes"]))
+    for _, ev in r.events.iterrows():
+        log.event(int(ev["round"]), str(ev["level"]), str(ev["code"]), str(ev["message"]))
+    log.event(start, "info", "resumed", f"resumed at round {start} from {old.name}")
+    log.flush()
 
 
 class _Bar:

@@ -80,7 +80,8 @@ class Server:
         self.x_test, self.y_test = world.tensors("test")
         ctx = ServerContext(self.cfg, world.options, world.n_params, world.w0, world.up,
                             world.down, self.cfg.data.clients, world.samples,
-                            evaluate=self.evaluate, model_factory=world.model_factory)
+                            evaluate=self.evaluate, model_factory=world.model_factory,
+                            dataset=world.dataset)
         self.strategy = world.strategy_cls(ctx)
         if strategy_state is not None:
             self.strategy.load_state_dict(strategy_state)
@@ -122,6 +123,10 @@ class Server:
         # the logical per-client setup message of a real deployment: run_seed + config hash
         n = self.cfg.data.clients
         per = HEADER_SIZE + P.SETUP_PER_CLIENT.size
+        self.setup_bytes = per * n
+        self.log.append_system(self.start_round, sum(sys_bytes))
+        if self.start_round > 0:
+            return  # a resumed run carried the per-client setup rows over
         self.log.append_setup({"round": np.zeros(n, np.uint32), "client": np.arange(n),
                                "step": np.zeros(n), "direction": np.zeros(n),
                                "msg_type": np.full(n, int(Kind.SETUP)),
@@ -129,8 +134,6 @@ class Server:
                                "payload_bytes": np.full(n, P.SETUP_PER_CLIENT.size),
                                "pad_bytes": np.zeros(n), "theoretical_bits": np.full(n, 128.0),
                                "physical": np.zeros(n)})
-        self.log.append_system(self.start_round, sum(sys_bytes))
-        self.setup_bytes = per * n
 
     # -- one round --------------------------------------------------------------------------
     def run_round(self, t: int) -> dict[str, Any]:

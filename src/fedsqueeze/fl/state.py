@@ -1,13 +1,13 @@
 """Per-virtual-client state (error-feedback residuals, warm starts): in memory or on disk.
 
 Keys are ``(prefix, client)`` tuples; values are NumPy arrays. ``DiskStore`` keeps one ``.npy``
-file per key under a folder (shared file systems let any worker host any client), with a small
-in-memory LRU cache, so 10,000 clients with residuals do not have to fit in RAM.
+file per key under a folder (shared file systems let any worker host any client), so 10,000
+clients with residuals do not have to fit in RAM. It has no read cache: another worker may have
+trained the client since, and a stale residual would silently change the result.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 from pathlib import Path
@@ -38,26 +38,19 @@ class MemoryStore(dict):
 class DiskStore:
     """A mapping of ``(prefix, client) -> ndarray`` backed by ``folder/<prefix>-<client>.npy``."""
 
-    def __init__(self, folder: str | os.PathLike, cache_items: int = 64) -> None:
+    def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.cache: collections.OrderedDict = collections.OrderedDict()
-        self.cache_items = cache_items
 
     def _path(self, key) -> Path:
         prefix, client = key
         return self.folder / f"{prefix}-{int(client)}.npy"
 
     def get(self, key, default=None):
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
         p = self._path(key)
         if not p.exists():
             return default
-        v = np.load(p)
-        self._remember(key, v)
-        return v
+        return np.load(p)
 
     def __getitem__(self, key):
         v = self.get(key)
@@ -70,19 +63,21 @@ class DiskStore:
         tmp = self._path(key).with_suffix(".tmp.npy")
         np.save(tmp, value)
         os.replace(tmp, self._path(key))  # atomic: a crash never leaves half a residual
-        self._remember(key, value)
 
     def __contains__(self, key) -> bool:
-        return key in self.cache or self._path(key).exists()
-
-    def _remember(self, key, value) -> None:
-        self.cache[key] = value
-        self.cache.move_to_end(key)
-        while len(self.cache) > self.cache_items:
-            self.cache.popitem(last=False)
+        return self._path(key).exists()
 
     def nbytes(self) -> int:
-        return int(sum(p.stat().st_size for p in self.folder.glob("*.npy")))
+        """Bytes on disk (other workers may be renaming files meanwhile: skip what vanishes)."""
+        total = 0
+        for p in self.folder.glob("*.npy"):
+            if p.name.endswith(".tmp.npy"):
+                continue
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def snapshot(self, path: str | os.PathLike) -> None:
         dst = Path(path)
@@ -91,6 +86,5 @@ class DiskStore:
         shutil.copytree(self.folder, dst)
 
     def restore(self, path: str | os.PathLike) -> None:
-        self.cache.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
         shutil.copytree(Path(path), self.folder)

@@ -67,6 +67,7 @@ class ServerContext:
     samples: np.ndarray  # training samples per client
     evaluate: Any = None  # callable(weights) -> (loss, accuracy), for server-side methods
     model_factory: Any = None  # callable() -> torch module, for server-side training
+    dataset: Any = None  # the run's Dataset (shapes, preprocessing; test set for evaluation)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class ClientContext:
     up: Compressor
     down: Compressor
     store: Any  # mutable mapping for per-client state (memory or disk)
+    model_factory: Any = None  # callable() -> torch module with the run's architecture
+    dataset: Any = None  # the run's Dataset
 
 
 class Strategy:

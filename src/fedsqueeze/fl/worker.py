@@ -42,7 +42,8 @@ class Worker:
         self.store = make_store(self.cfg, transport.size - 1, state_dir, stateful=stateful)
         self.ckpt_dir = ckpt_dir
         ctx = ClientContext(self.cfg, world.options, world.n_params, world.w0, world.up,
-                            world.down, self.store)
+                            world.down, self.store, model_factory=world.model_factory,
+                            dataset=world.dataset)
         self.program = world.program_cls(ctx)
         x, y = world.tensors("train")
         self.trainer = Trainer(world.model_factory(), x, y, world.parts, self.cfg.train,
@@ -72,10 +73,9 @@ class Worker:
         self.tx.wait_sends()
 
     def _checkpoint(self, t: int) -> None:
-        if self.ckpt_dir is not None and hasattr(self.store, "snapshot"):
-            self.store.snapshot(self.ckpt_dir / f"rank{self.rank}.state.npz"
-                                if isinstance(self.store, MemoryStore)
-                                else self.ckpt_dir / "client_state")
+        # a shared disk store is copied by the server once every worker has acknowledged
+        if self.ckpt_dir is not None and isinstance(self.store, MemoryStore):
+            self.store.snapshot(self.ckpt_dir / f"rank{self.rank}.state.npz")
         ack = P.json_payload({"checkpoint": t, "rank": self.rank})
         self.tx.send(0, int(Kind.METRICS), pack_frame(Kind.METRICS, ack, round=t,
                                                       client=SYSTEM_CLIENT))

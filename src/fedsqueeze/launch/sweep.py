@@ -40,9 +40,9 @@ from typing import Any
 from ..config import Job, RunConfig, apply_overrides, from_dict, parse_overrides
 from ..errors import ConfigError
 
-__all__ = ["SweepItem", "Sweep", "parse_sweep", "expand_sweep", "write_manifest",
-           "read_manifest", "read_sweep", "toml_literal", "set_args", "task_logs", "nest", "flat_overrides",
-           "MANIFEST", "SWEEP_FORMAT"]
+__all__ = ["SweepItem", "Sweep", "parse_sweep", "expand_sweep", "flat_overrides", "nest",
+           "write_manifest", "read_manifest", "read_sweep", "toml_literal", "set_args",
+           "task_logs", "MANIFEST", "SWEEP_FORMAT"]
 
 MANIFEST = "manifest.json"
 SWEEP_FORMAT = 1

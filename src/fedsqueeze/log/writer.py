@@ -127,6 +127,7 @@ class RunWriter:
         except BaseException:
             self._file.close()
             self._file = None
+            self.path.unlink(missing_ok=True)  # never leave a half-made log behind
             raise
 
     # ----------------------------------------------------------------------------- creation
@@ -137,6 +138,9 @@ class RunWriter:
                              f"({sorted(_RESERVED_ATTRS)})")
         if value is None:
             return ""
+        if isinstance(value, int) and not isinstance(value, bool) \
+                and not -(2**63) <= value < 2**64:
+            raise ValueError(f"meta[{key!r}] = {value}: integers must fit in 64 bits")
         if isinstance(value, (str, bool, int, float, np.generic)):
             return value
         if isinstance(value, (list, tuple, dict)):

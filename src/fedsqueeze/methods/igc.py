@@ -69,7 +69,7 @@ class IGCOptions(BaseModel):
     block_log2: int | None = Field(None, ge=0, le=30)
     scope: Literal["global", "per_layer"] = "global"
     layer_sizes: list[int] | None = None
-    """Tensor sizes for ``per_layer`` when the rank has no model factory to read them from."""
+    """Tensor sizes for ``per_layer``; default: read from the context's ``model_factory``."""
     client_state: Literal["stateful", "stateless"] = "stateful"
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float | None = Field(None, gt=0)
@@ -77,15 +77,15 @@ class IGCOptions(BaseModel):
     cache_budget_mb: float = Field(256.0, ge=0)
 
 
-def _layout(ctx, model=None) -> list[int] | None:
+def _layout(ctx) -> list[int] | None:
     o = ctx.options
     if o.scope == "global":
         return None
     factory = getattr(ctx, "model_factory", None)
     if o.layer_sizes is not None:
         sizes = list(o.layer_sizes)
-    elif model is not None or factory is not None:
-        sizes = [int(p.numel()) for p in (model or factory()).parameters()]
+    elif factory is not None:
+        sizes = [int(p.numel()) for p in factory().parameters()]
     else:
         raise ConfigError("method.scope = 'per_layer': set method.layer_sizes (the model's "
                           "tensor sizes); this rank has no model to read them from")
@@ -338,8 +338,9 @@ class IGCClient(ClientProgram):
         A = self.codec.projection(self.D, pend["k"])
         model = trainer.model
         params = list(model.parameters())
-        if self.o.scope == "per_layer" and _layout(self.ctx, model) != self.codec.layout:
-            raise ConfigError("method.layer_sizes does not match the model's tensors")
+        if self.codec.layout is not None and [p.numel() for p in params] != self.codec.layout:
+            raise ConfigError(f"per_layer layout {self.codec.layout} does not match the model's "
+                              f"tensors {[p.numel() for p in params]}")
         theta = np.array(w, dtype=np.float32)
         set_flat_params(model, theta)
         trainer.seed_framework(client, t)

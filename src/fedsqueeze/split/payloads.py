@@ -158,7 +158,8 @@ def parse_act(payload, spec: ActSpec, *, B: int, step: int) -> ActMessage:
                               f"expected {need}")
     code = dense = None
     if g is None:
-        dense = r.array("<f4", B * spec.d_a, "activations").reshape(B, spec.d_a)
+        dense = np.array(r.array("<f4", B * spec.d_a, "activations").reshape(B, spec.d_a),
+                         dtype=np.float32)
         pad = 0
     else:
         assert spec.gpq is not None
@@ -217,6 +218,8 @@ def parse_grad(payload, fmt: str, *, B: int, d_a: int, code: ActCode | None = No
 
     ``codebook`` gradients become per-cluster means of the client's own codes.
     """
+    if code is not None and (code.geometry.B, code.geometry.d_a) != (B, d_a):
+        raise ValueError(f"code is {code.geometry.B} x {code.geometry.d_a}, expected {B} x {d_a}")
     r = SectionReader(payload, "SPLIT_GRAD")
     f, *reserved = r.struct(GRAD_PRE, "format")
     if f != BACKWARD[fmt]:

@@ -9,7 +9,7 @@ and the workers derive the whole schedule from the config, so no step counts tra
 Clients live on their home worker ``1 + (c mod W)`` (METHODS.md 0.3): the k-means warm starts
 then never move between ranks, and the order of service does not depend on ``W``.
 
->>> plan = RoundPlan.build([3, 0, 5], samples=[70, 10, 0, 33, 0, 40], batch=32, epochs=1)
+>>> plan = RoundPlan.build([3, 0, 5], samples=[10, 70, 0, 33, 0, 40], batch=32, epochs=1)
 >>> plan.clients.tolist(), [plan.steps[c] for c in plan.clients]
 ([0, 3, 5], [1, 2, 2])
 >>> [plan.active(s).tolist() for s in (1, 2)], plan.batch_at(3, 2)

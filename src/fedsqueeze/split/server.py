@@ -67,10 +67,12 @@ class SplitServer(Server):
         ("act_bytes", "u8"), ("label_bytes", "u8"), ("grad_bytes", "u8"),
         ("prefix_down_bytes", "u8"), ("prefix_up_bytes", "u8"), ("act_dense_bytes", "u8"),
         ("act_ratio", "f8"), ("act_theo_ratio", "f8"), ("split_ratio", "f8"),
-        ("split_steps", "u4"), ("kmeans_steps", "f8"), ("t_suffix", "f8")]
+        ("split_steps", "u4"), ("kmeans_steps", "f8"), ("t_suffix", "f8"),
+        ("test_accuracy_quantized", "f8")]
     """``act_ratio = sum 4 B d_a / sum SPLIT_ACT frame bytes`` (labels and headers included);
     ``act_theo_ratio`` the paper's bit ratio; ``split_ratio`` the same with the gradients
-    (``sum 8 B d_a / sum (SPLIT_ACT + SPLIT_GRAD)``)."""
+    (``sum 8 B d_a / sum (SPLIT_ACT + SPLIT_GRAD)``); ``test_accuracy_quantized`` (FedLite, last
+    round only) evaluates through the quantiser, ``test_accuracy`` without it."""
     extra_client_columns = [
         ("act_bytes", "u8"), ("label_bytes", "u8"), ("grad_bytes", "u8"),
         ("prefix_down_bytes", "u8"), ("prefix_up_bytes", "u8"), ("act_dense_bytes", "u8"),
@@ -115,10 +117,15 @@ class SplitServer(Server):
         cols = st.end_round(t) or {}
         timers["t_aggregate"] = time.perf_counter() - ta
         te = time.perf_counter()
-        if t % cfg.fl.eval_every == 0 or t == cfg.fl.rounds - 1:
-            test_loss, test_acc = self.evaluate_split()
+        last = t == cfg.fl.rounds - 1
+        quantized = bool(getattr(W.options, "eval_quantized", False))
+        if t % cfg.fl.eval_every == 0 or last:
+            test_loss, test_acc = self.evaluate_split(quantized)
         else:
             test_loss = test_acc = float("nan")
+        if self.gpq is not None and last:
+            cols["test_accuracy_quantized"] = (test_acc if quantized
+                                               else self.evaluate_split(True)[1])
         timers["t_evaluate"] = time.perf_counter() - te
         self.tx.wait_sends(timeout=cfg.fl.worker_timeout_s)
         return self._log_split_round(t, clients, plan, received, metrics, led, cols, timers,
@@ -205,10 +212,11 @@ class SplitServer(Server):
         return c
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate_split(self) -> tuple[float, float]:
-        """Test loss and accuracy of suffix o prefix; through the quantiser only when
-        ``method.eval_quantized`` (k-means++ per test batch of ``train.batch_size``)."""
-        if self.gpq is None or not getattr(self.world.options, "eval_quantized", False):
+    def evaluate_split(self, quantized: bool = False) -> tuple[float, float]:
+        """Test loss and accuracy of suffix o prefix, by default without the quantiser (3P
+        behaviour); ``quantized``: through it, k-means++ per test batch of ``train.batch_size``
+        (Philox stream ``SYSTEM_CLIENT``, the batch offset as the round)."""
+        if self.gpq is None or not quantized:
             return self.evaluate(self.strategy.weights)
         prefix, suffix = self.parts.prefix, self.parts.suffix
         w = self.strategy.weights

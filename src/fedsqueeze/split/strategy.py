@@ -74,7 +74,7 @@ class SplitStrategy(Strategy):
         delta = np.asarray(w, np.float32) - self.prefix_w
         self.check_update(delta)
         self._mean.add(delta, n)
-        return {"update_norm": float(np.linalg.norm(delta.astype(np.float64)))}
+        return {"update_norm": float(np.sqrt(np.sum(np.square(delta, dtype=np.float64))))}
 
     def end_round(self, t: int) -> dict[str, float]:
         agg = self._mean.result()
@@ -92,7 +92,7 @@ class SplitStrategy(Strategy):
     def serve(self, z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
         """Forward and backward of one client's batch: ``(dl/dz, loss)`` with ``l`` the batch
         mean cross-entropy; the suffix gradients are added to the step's sum."""
-        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).requires_grad_(True)
+        zt = torch.from_numpy(np.array(z, dtype=np.float32)).requires_grad_(True)
         loss = nn.functional.cross_entropy(self.suffix(zt), torch.from_numpy(labels))
         if not torch.isfinite(loss):
             raise UpdateRejected(f"suffix loss is {float(loss)}")

@@ -63,6 +63,7 @@ def test_report_files_and_summary(sweeps, runs_by_label, tmp_path, target):
     for png in out["plots"].values():
         data = Path(png).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
+    assert out["tables"] == {"summary_csv": out["summary_csv"], "summary_md": out["summary_md"]}
     summary = pd.read_csv(out["summary_csv"])
     assert sorted(summary["label"]) == ["fedavg", "qsgd-b2", "qsgd-b4", "topk"]
     assert sorted(summary["group"].unique()) == ["sweepA", "sweepB"]

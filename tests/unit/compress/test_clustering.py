@@ -38,11 +38,16 @@ CONFIGS = [
     {"k": 30, "iters": 3},
     {"k": 255, "iters": 1},
     {"k": 5, "layout": [[3, True], [2, False], [995, True]]},
+    {"k": 4, "shapes": [[4, 1, 3, 3], [4], [10, 4], [10]]},
 ]
 
 
 def _n(cfg: dict, default: int) -> int:
-    return sum(m for m, _ in cfg["layout"]) if "layout" in cfg else default
+    if "layout" in cfg:
+        return sum(m for m, _ in cfg["layout"])
+    if "shapes" in cfg:
+        return sum(int(np.prod(s)) for s in cfg["shapes"])
+    return default
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -134,6 +139,7 @@ def test_wrong_length_for_layout_rejected():
     ({"k": 1}, "k = 1"), ({"k": 256}, "k = 256"), ({"k": True}, "k = True"),
     ({"iters": -1}, "iters"), ({"layout": []}, "empty"), ({"layout": [[0, True]]}, "numel"),
     ({"layout": [[3, 1]]}, "clustered:bool"), ({"layout": [[2.5, True]]}, "numel"),
+    ({"shapes": []}, "shapes"), ({"shapes": [[3, 0]]}, "shapes"), ({"shapes": [[]]}, "shapes"),
 ])
 def test_constructor_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -143,3 +149,18 @@ def test_constructor_validates(kwargs, match):
 def test_encode_rejects_layout_mismatch():
     with pytest.raises(ValueError, match="layout holds 3"):
         Clustered(layout=[[3, True]]).encode(sample_vector(4), seed=0)
+
+
+@pytest.mark.parametrize(("shapes", "layout"), [
+    ([[16, 1, 3, 3], [16], [10, 16], [10]], [[144, True], [16, False], [160, True], [10, False]]),
+    ([[7]], [[7, False]]),
+])
+def test_layout_from_shapes(shapes, layout):
+    a, b = Clustered(k=4, shapes=shapes), Clustered(k=4, layout=layout)
+    n = sum(m for m, _ in layout)
+    x = sample_vector(n, seed=1)
+    assert a.encode(x, seed=2)[0].payload() == b.encode(x, seed=2)[0].payload()
+    assert a.max_nbytes(n) == b.max_nbytes(n)
+    # an explicit layout wins over shapes
+    c = Clustered(k=4, layout=[[n, True]], shapes=shapes)
+    assert c.encode(x, seed=2)[0].payload() == Clustered(k=4).encode(x, seed=2)[0].payload()

@@ -100,4 +100,5 @@ KERNEL_FILES = ["cpu/bitpack.py", "cpu/quantize.py", "cpu/signs.py", "cuda/philo
 def test_no_inline_compiler_flags(rel):
     # STYLE.md 5: Numba flags live only in kernels/config.py
     src = (Path(B.__file__).resolve().parents[1] / rel).read_text()
-    assert not re.search(r"fastmath\s*=|error_model\s*=|parallel\s*=\s*True", src), rel
+    assert not re.search(r"jit\([^)]*(fastmath|error_model|parallel|cache)\s*=", src), rel
+    assert not re.search(r"NJIT\s*,|\*\*\{\s*\*\*NJIT", src), rel  # no NJIT plus extra flags

@@ -10,9 +10,17 @@ import pytest
 
 from fedsqueeze.config import Job, load_job, parse_overrides
 from fedsqueeze.errors import ConfigError
-from fedsqueeze.launch.sweep import (expand_sweep, flat_overrides, parse_sweep, read_manifest,
-                                     read_sweep, set_args, task_logs, toml_literal,
-                                     write_manifest)
+from fedsqueeze.launch.sweep import (
+    expand_sweep,
+    flat_overrides,
+    parse_sweep,
+    read_manifest,
+    read_sweep,
+    set_args,
+    task_logs,
+    toml_literal,
+    write_manifest,
+)
 
 BASE = """
 name = "sw"

@@ -20,24 +20,32 @@ class WriterProc:
     def __init__(self, path: Path, n_rounds: int, sleep_s: float = 0.0, hold: bool = False):
         args = [sys.executable, str(WRITER), str(path), str(n_rounds), str(sleep_s)]
         self.proc = subprocess.Popen(args + (["hold"] if hold else []), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, bufsize=0)
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
         self.lines: list[str] = []
+        self._partial = b""
 
     def wait_for(self, line: str, timeout: float = 120.0) -> None:
-        """Read stdout until ``line`` appears; AssertionError on timeout or exit."""
+        """Read stdout until ``line`` appears; AssertionError on timeout or exit.
+
+        Reads the raw pipe with ``os.read`` and splits lines itself: a buffered ``readline``
+        could pull several lines into its buffer, and ``select`` would then wait for data
+        that already arrived.
+        """
         deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
         while line not in self.lines:
             left = deadline - time.monotonic()
             if left <= 0 or not self._sel.select(timeout=left):
                 self.kill()
                 raise AssertionError(f"writer did not print {line!r} in {timeout} s")
-            got = self.proc.stdout.readline()
-            if not got:
-                err = self.proc.stderr.read()
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                err = self.proc.stderr.read().decode(errors="replace")
                 raise AssertionError(f"writer exited before {line!r}:\n{err}")
-            self.lines.append(got.strip())
+            *done, self._partial = (self._partial + chunk).split(b"\n")
+            self.lines.extend(d.decode().strip() for d in done)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

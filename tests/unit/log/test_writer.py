@@ -175,12 +175,22 @@ def test_root_attrs(path):
 @pytest.mark.parametrize(("kw", "exc"), [
     ({"meta": {"config": "x"}}, ValueError), ({"meta": {"encoding-version": "2"}}, ValueError),
     ({"meta": {"x": object()}}, ValueError), ({"config": {"x": object()}}, ValueError),
+    ({"meta": {"seed": 2**64}}, ValueError), ({"meta": {"x": np.array([1, 2])}}, ValueError),
     ({"config": {"x": float("nan")}}, ValueError), ({"n_params": -1}, ValueError),
     ({"n_params": 2.0}, ValueError),
 ])
 def test_bad_constructor_args(path, kw, exc):
     with pytest.raises(exc):
         make(path, **kw)
+    assert not path.exists()
+
+
+def test_failed_creation_leaves_no_file(path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(writer_mod.S, "create_tree", broken)
+    with pytest.raises(OSError, match="disk full"):
+        make(path)
     assert not path.exists()
 
 

@@ -34,7 +34,7 @@ class Harness:
     """One server strategy and ``ranks`` client programs (one per worker rank)."""
 
     def __init__(self, method: dict, *, ranks: int = 1, seed: int = 0, lr: float = 0.1,
-                 server_lr: float = 1.0) -> None:
+                 server_lr: float = 1.0, factory: bool = False) -> None:
         self.cfg = from_dict({"seed": seed, "fl": {"method": "igc", "server_lr": server_lr},
                               "train": {"lr": lr, "batch_size": 8, "epochs": 1},
                               "data": {"clients": N_CLIENTS}, "method": method})
@@ -47,10 +47,11 @@ class Harness:
         self.w0 = flat_params(self.model)
         ident = compress.from_config({"id": "identity"})
         samples = np.array([p.size for p in parts])
+        mf = {"model_factory": make_model} if factory else {}
         self.server = IGCStrategy(ServerContext(self.cfg, self.opts, D, self.w0, ident, ident,
-                                                N_CLIENTS, samples))
+                                                N_CLIENTS, samples, **mf))
         self.programs = [IGCClient(ClientContext(self.cfg, self.opts, D, self.w0, ident, ident,
-                                                 MemoryStore())) for _ in range(ranks)]
+                                                 MemoryStore(), **mf)) for _ in range(ranks)]
         self.trainer = Trainer(self.model, x, y, parts, self.cfg.train, seed)
         self.samples = samples
         self.log: list[dict] = []
@@ -254,6 +255,13 @@ def test_per_layer_needs_sizes():
         Harness({"scope": "per_layer", "d": 8})
 
 
+def test_per_layer_reads_sizes_from_the_model_factory():
+    h = Harness({"scope": "per_layer", "d": 8}, factory=True)
+    assert h.server.codec.layout == h.programs[0].codec.layout == [128, 16, 64, 4]
+    row = h.round(0, [0, 1])
+    assert set(row["up"].values()) == {HEADER_SIZE + 4 + 4 * 8}
+
+
 @pytest.mark.parametrize("variant", ["ksub", "timevarying"])
 def test_state_dict_roundtrip(variant):
     h = Harness({"variant": variant, "d": 16, "K": 2})
@@ -267,3 +275,9 @@ def test_state_dict_roundtrip(variant):
     dl = fresh.downlink(3, 0)
     if variant == "timevarying":  # workers lost their cached view: one full download
         assert dl.flags == Flag.FULL_MODEL
+
+
+def test_per_layer_sizes_must_match_the_model():
+    h = Harness({"scope": "per_layer", "d": 8, "layer_sizes": [100, 44, 64, 4]})  # sums to D
+    with pytest.raises(ConfigError, match="does not match"):
+        h.round(0, [0])

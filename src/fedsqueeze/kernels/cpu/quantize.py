@@ -23,10 +23,21 @@ float32 values are exact in float64, so a fused multiply-add changes nothing).
 
 Decode: ``v = float32(level) * (N32 / float32(s))``, negated when the sign bit is set.
 
-The CPU driver works through the input in chunks of :data:`CHUNK` elements: it computes the
-norms of the buckets the chunk reaches, fills a per-element scale scratch, produces the chunk's
-codes (one Philox block per four elements, a loop LLVM vectorises) and packs them straight into
-the output bytes. Scratch buffers come from the caller.
+CPU loop shape (measured on a 2-core AVX-512 node; see ``benchmarks/codecs.py``):
+
+* When ``bucket % 8 == 0`` (the default 512) each bucket starts on a Philox block and a byte:
+  its norm is computed (the bucket is then in L1), its codes are produced with one scalar scale
+  into a ``uint16`` scratch and packed into the output. Otherwise chunks of :data:`CHUNK`
+  elements get a per-element scale from a scratch array (about 20 % slower).
+* Codes come from :func:`philox4x32_unrolled`, one block per four elements, in a loop over
+  zero-based indices of a slice: LLVM vectorises the ten Philox rounds across eight blocks.
+  (The reference ``kernels.cpu.philox.philox4x32`` with its ``if r > 0`` key bump inside the
+  round loop does not vectorise: about 6x slower per word in such loops.) Offset indices such
+  as ``x[c + j]`` defeat the vectoriser (negative-index wraparound), hence the slices.
+* The two paths are separate functions: one driver holding both compiled measurably worse.
+* ``parallel=True`` (``prange`` over buckets) was no faster on the shared 2-core node.
+
+Scratch buffers come from the caller (``kernels.dispatch``).
 """
 
 from __future__ import annotations
@@ -229,34 +240,31 @@ def _codes_array(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover -
 
 
 @nb.njit(**NJIT)
-def qsgd_encode(x, params, norms, out, scale_scr, code_scr):  # pragma: no cover - compiled
-    """Bucket norms into ``norms`` (f32) and packed codes into ``out`` (u8).
-
-    ``params = (s, bucket, width, k0, k1, c3)``; scratch: ``scale_scr`` f32 and ``code_scr``
-    u16 of the same length, a multiple of 8 (:data:`CHUNK`). When ``bucket % 8 == 0`` every
-    bucket starts on a Philox block and a byte boundary and is coded piece by piece with one
-    scalar scale; otherwise chunks of the input get a per-element scale from ``scale_scr``.
-    """
-    s, bucket, w, k0i, k1i, c3i = params
-    k0 = np.uint32(k0i)
-    k1 = np.uint32(k1i)
-    c3 = np.uint32(c3i)
-    sf = np.float32(s)
-    sf24 = sf * _TWO24
+def _encode_by_bucket(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
+                      ):  # pragma: no cover - compiled
+    # bucket % 8 == 0: every bucket starts on a Philox block and a byte; one scalar scale each
     n = x.shape[0]
     ch = code_scr.shape[0]
-    if bucket % 8 == 0:
-        for k in range(norms.shape[0]):
-            lo = k * bucket
-            hi = min(n, lo + bucket)
-            nk = np.float32(math.sqrt(sumsq8(x[lo:hi])))
-            norms[k] = nk
-            sc = qsgd_scale24(nk, sf)
-            for c in range(lo, hi, ch):
-                m = min(ch, hi - c)
-                _codes_scalar(x[c:c + m], c // 4, sc, sf24, k0, k1, c3, code_scr)
-                pack_bits(code_scr[:m], w, out[(c * w) // 8:])
-        return
+    sf24 = sf * _TWO24
+    for k in range(norms.shape[0]):
+        lo = k * bucket
+        hi = min(n, lo + bucket)
+        nk = np.float32(math.sqrt(sumsq8(x[lo:hi])))
+        norms[k] = nk
+        sc = qsgd_scale24(nk, sf)
+        for c in range(lo, hi, ch):
+            m = min(ch, hi - c)
+            _codes_scalar(x[c:c + m], c // 4, sc, sf24, k0, k1, c3, code_scr)
+            pack_bits(code_scr[:m], w, out[(c * w) // 8:])
+
+
+@nb.njit(**NJIT)
+def _encode_by_chunk(x, bucket, w, sf, k0, k1, c3, norms, out, scale_scr, code_scr
+                     ):  # pragma: no cover - compiled
+    # any bucket: chunks of the input, per-element scales from scale_scr
+    n = x.shape[0]
+    ch = code_scr.shape[0]
+    sf24 = sf * _TWO24
     done = 0  # buckets whose norm is known
     for c in range(0, n, ch):
         m = min(ch, n - c)
@@ -271,6 +279,25 @@ def qsgd_encode(x, params, norms, out, scale_scr, code_scr):  # pragma: no cover
                 scale_scr[j] = sc
         _codes_array(x[c:c + m], c // 4, scale_scr, sf24, k0, k1, c3, code_scr)
         pack_bits(code_scr[:m], w, out[(c * w) // 8:])
+
+
+@nb.njit(**NJIT)
+def qsgd_encode(x, params, norms, out, scale_scr, code_scr):  # pragma: no cover - compiled
+    """Bucket norms into ``norms`` (f32) and packed codes into ``out`` (u8).
+
+    ``params = (s, bucket, width, k0, k1, c3)``; scratch: ``scale_scr`` f32 and ``code_scr``
+    u16 of the same length, a multiple of 8 (:data:`CHUNK`). When ``bucket % 8 == 0`` every
+    bucket starts on a Philox block and a byte boundary and is coded piece by piece with one
+    scalar scale; otherwise chunks of the input get a per-element scale from ``scale_scr``.
+    """
+    s, bucket, w, k0, k1, c3 = params
+    sf = np.float32(s)
+    if bucket % 8 == 0:
+        _encode_by_bucket(x, bucket, w, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms,
+                          out, code_scr)
+    else:
+        _encode_by_chunk(x, bucket, w, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms,
+                         out, scale_scr, code_scr)
 
 
 @nb.njit(**NJIT)

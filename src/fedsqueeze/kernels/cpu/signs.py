@@ -62,9 +62,21 @@ def pack_signs(x, out):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def _unpack_sign_range(packed, scale, out):  # pragma: no cover - compiled
-    # out[j] = -scale if stream bit j is set else +scale (zero-based indices vectorise)
+    # out[j] = -scale if stream bit j is set else +scale, a byte (8 values) per step
     neg = -scale
-    for j in range(out.shape[0]):
+    m = out.shape[0]
+    for k in range(m // 8):
+        b = packed[k]
+        o = 8 * k
+        out[o] = neg if b & 1 else scale
+        out[o + 1] = neg if b & 2 else scale
+        out[o + 2] = neg if b & 4 else scale
+        out[o + 3] = neg if b & 8 else scale
+        out[o + 4] = neg if b & 16 else scale
+        out[o + 5] = neg if b & 32 else scale
+        out[o + 6] = neg if b & 64 else scale
+        out[o + 7] = neg if b & 128 else scale
+    for j in range(8 * (m // 8), m):
         out[j] = neg if (packed[j >> 3] >> (j & 7)) & 1 else scale
 
 
