@@ -13,6 +13,7 @@ Usable without pytest, for development::
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -101,6 +102,10 @@ def _mem_mib() -> int:
 SLURM_CONF = """\
 # written by tests/slurm/cluster.py: a private one-node cluster
 ClusterName=fsqtest
+# Job ids start at a random point: MPICH names its /dev/shm segments after the PMI job id
+# ("<job>.<step>") under srun, and segments left by killed jobs of an earlier test cluster that
+# reused the same ids made new jobs hang in MPI_Init.
+FirstJobId={first_job_id}
 SlurmctldHost=localhost
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
@@ -194,6 +199,7 @@ class LocalCluster:
         user = pwd.getpwuid(os.geteuid()).pw_name
         self.conf.write_text(SLURM_CONF.format(
             root=self.root, munge=self.munge_dir, ctld_port=ctld, slurmd_port=slurmd, user=user,
+            first_job_id=random.randrange(1_000_000, 60_000_000),
             cpus=os.cpu_count() or 1, mem=max(256, _mem_mib() - 512)))
 
     def _spawn(self, name: str, argv: list[str | None]) -> None:

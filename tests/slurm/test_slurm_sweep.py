@@ -15,7 +15,7 @@ import pytest
 from fedsqueeze.launch.sweep import read_manifest, task_logs
 from fedsqueeze.log.reader import read_run, read_status
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_JOB = "jobs/quickstart_sweep.toml"
