@@ -22,7 +22,8 @@ import numpy as np
 from ..comm.wire import join_sections, pad4
 from ..errors import WireFormatError
 
-__all__ = ["Compressor", "Encoded", "ErrorFeedback", "as_flat_f32", "check_out", "parse_payload"]
+__all__ = ["Compressor", "Encoded", "ErrorFeedback", "as_flat_f32", "check_out", "parse_payload",
+           "decode_payload", "all_finite", "require_finite"]
 
 
 def parse_payload(codec, payload, n: int, seed: int | None) -> Encoded:
@@ -30,6 +31,55 @@ def parse_payload(codec, payload, n: int, seed: int | None) -> Encoded:
     if codec.needs_seed:
         return codec.parse(payload, n, seed=seed)
     return codec.parse(payload, n)
+
+
+def all_finite(a) -> bool:
+    """Whether a float array holds no NaN or Inf, without a temporary of its size.
+
+    ``min`` and ``max`` propagate NaN, and an Inf is the minimum or the maximum, so two reads of
+    the data decide it (``np.isfinite(a).all()`` would allocate a boolean array of ``a.size``).
+
+    >>> all_finite(np.array([1.0, -2.0], np.float32)), all_finite(np.array([1, np.inf]))
+    (True, False)
+    >>> all_finite(np.zeros(0, np.float32))
+    True
+    """
+    a = np.asarray(a)
+    if a.size == 0:
+        return True
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
+
+
+def require_finite(a, what: str) -> None:
+    """:class:`WireFormatError` naming ``what`` unless every value of ``a`` is finite."""
+    if not all_finite(a):
+        a = np.asarray(a)
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise WireFormatError(f"{what}: {bad} of {a.size} values are NaN or Inf")
+
+
+def decode_payload(codec, payload, n: int, seed: int | None, *,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Receive path of every codec payload: :func:`parse_payload`, ``decode``, finiteness check.
+
+    Lengths are validated by ``parse`` before anything is allocated; the decoded vector must then
+    be finite, whichever codec produced it (NaN/Inf in a payload, or finite values that overflow
+    on decode, e.g. a huge random-k value times ``D / k``). Every failure is a
+    :class:`WireFormatError` (a ``ValueError``) naming the codec.
+
+    >>> from fedsqueeze.compress import from_config
+    >>> c = from_config({"id": "identity"})
+    >>> decode_payload(c, np.array([1, 2], "<f4").tobytes(), 2, None).tolist()
+    [1.0, 2.0]
+    >>> decode_payload(c, np.array([1, np.nan], "<f4").tobytes(), 2, None)
+    Traceback (most recent call last):
+    ...
+    fedsqueeze.errors.WireFormatError: identity: values: 1 of 2 values are NaN or Inf
+    """
+    enc = parse_payload(codec, payload, n, seed)
+    x = codec.decode(enc, out=out)
+    require_finite(x, f"{codec.codec_id}: decoded vector")
+    return x
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ def f32_to_bf16_bits(v: np.ndarray) -> np.ndarray:
 
 class _Cast(Compressor):
     dtype_code = 0
+    exponent_mask = 0x7C00
+    """Exponent bits of the 16-bit pattern: all ones means Inf or NaN (rejected by ``parse``)."""
 
     def __init__(self, *, error_feedback: bool = False) -> None:
         if not isinstance(error_feedback, bool):
@@ -52,6 +54,9 @@ class _Cast(Compressor):
                       f"{self.codec_id}: dtype byte {code}, expected {self.dtype_code}")
         bits = r.array("<u2", n, "values")
         r.finish()
+        mask = np.uint16(self.exponent_mask)
+        bad = int(np.count_nonzero((bits & mask) == mask))
+        self._require(bad == 0, f"{self.codec_id}: values: {bad} of {n} values are NaN or Inf")
         return Encoded({}, (_PRE.pack(code), bits), n)
 
     def max_nbytes(self, n: int) -> int:
@@ -83,6 +88,7 @@ class BFloat16(_Cast):
 
     codec_id = "bf16"
     dtype_code = 1
+    exponent_mask = 0x7F80
 
     def _to_bits(self, v):
         return f32_to_bf16_bits(v)

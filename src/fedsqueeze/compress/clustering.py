@@ -36,7 +36,7 @@ from ..comm.wire import SectionReader, pad4
 from ..errors import WireFormatError
 from ..kernels.cpu import bitpack as _bp
 from ..kernels.cpu import kmeans as _k
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
 __all__ = ["Clustered", "K_MIN", "K_MAX", "index_width", "packed_nbytes", "normalize_layout",
@@ -189,12 +189,14 @@ def read_parts(reader: SectionReader, layout: Layout, *, k: int | None = None
             if pre[1:].tobytes() != b"\0\0\0":
                 raise WireFormatError(f"{reader.what}: tensor {i}: non-zero reserved bytes")
             codebook = reader.array("<f4", kt, f"tensor {i} codebook")
+            require_finite(codebook, f"{reader.what}: tensor {i} codebook")
             packed = reader.bytes(packed_nbytes(numel, kt), f"tensor {i} ids")
             ids = unpack_ids(packed, numel, kt, f"{reader.what}: tensor {i} ids")
             parts.append((codebook, ids))
             sections += [pre, codebook, packed]
         else:
             dense = reader.array("<f4", numel, f"tensor {i} values")
+            require_finite(dense, f"{reader.what}: tensor {i} values")
             parts.append(dense)
             sections.append(dense)
     return parts, sections

@@ -20,7 +20,7 @@ import numpy as np
 from .. import rng
 from ..comm.wire import SectionReader
 from ..kernels.cpu import sketch as _k
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
 __all__ = ["CountSketch"]
@@ -170,6 +170,7 @@ class CountSketch(Compressor):
         self._require(c == c_exp, f"countsketch: cols = {c}, expected {c_exp} for n = {n}")
         tab = rd.array("<f4", r * c, "table")
         rd.finish()
+        require_finite(tab, "countsketch: table")
         return Encoded({"rows": r, "cols": c}, (_PRE.pack(r, 0, c), tab), n)
 
     def decode(self, enc: Encoded, *, out=None):

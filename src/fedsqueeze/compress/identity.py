@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
 
@@ -28,7 +28,9 @@ class Identity(Compressor):
     def parse(self, payload, n: int) -> Encoded:
         self._require(len(memoryview(payload)) == 4 * n,
                       f"identity: payload of {len(memoryview(payload))} bytes, expected {4 * n}")
-        return Encoded({}, (np.frombuffer(payload, dtype="<f4", count=n),), n)
+        values = np.frombuffer(payload, dtype="<f4", count=n)
+        require_finite(values, "identity: values")
+        return Encoded({}, (values,), n)
 
     def decode(self, enc: Encoded, *, out=None):
         out = check_out(out, enc.n)

@@ -31,7 +31,7 @@ import numpy as np
 from .. import rng
 from ..comm.wire import SectionReader
 from ..errors import WireFormatError
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
 __all__ = ["PowerSGD", "PowerSGDState", "Block", "Layout", "orthonormalize", "near_square"]
@@ -296,6 +296,8 @@ class PowerSGD(Compressor):
         up = rd.array("<f4", lay.upload_len(ph), "factors")
         dense = rd.array("<f4", lay.dense_len, "dense")
         rd.finish()
+        require_finite(up, "powersgd: factors")
+        require_finite(dense, "powersgd: dense")
         return Encoded({"phase": ph, "rank": r}, (_PRE.pack(ph, r, 0), up, dense), n)
 
     def reconstruct(self, phase: int, up: np.ndarray, dense: np.ndarray, factors: np.ndarray,

@@ -23,7 +23,7 @@ import numpy as np
 from .. import rng
 from ..comm.wire import SectionReader
 from ..kernels.cpu import topk as _topk
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 from .sparse import check_rho, k_of
 
@@ -112,6 +112,7 @@ class RandK(Compressor):
                                      f"rho = {self.rho}")
         values = r.array("<f4", k, "values")
         r.finish()
+        require_finite(values, "randk: values")
         if seed is None:
             raise TypeError("randk.parse(payload, n, seed=...) needs the encoder's seed: the mask "
                             "is regenerated from it (the FL layer passes message_seed(run_seed, "

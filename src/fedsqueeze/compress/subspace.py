@@ -38,7 +38,7 @@ import numpy as np
 from .. import rng
 from ..comm.wire import SectionReader
 from ..kernels.cpu import project as _k
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
 __all__ = ["Projection", "Fastfood", "DenseGaussian", "PerLayer", "layer_dims", "make_projection",
@@ -401,6 +401,7 @@ class _IGC(Compressor):
         r = SectionReader(payload, self.codec_id)
         z = r.array("<f4", self.d, "theta'")
         r.finish()
+        require_finite(z, f"{self.codec_id}: theta'")
         k = self._subspace(None, subspace, round)
         return Encoded({"subspace": k, "d": self.d}, (z,), n)
 

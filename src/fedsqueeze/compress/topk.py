@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from ..comm.wire import SectionReader, pad4
-from .base import Compressor, Encoded, as_flat_f32, check_out
+from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 from .sparse import (
     bitmap_nbytes,
@@ -90,6 +90,7 @@ class TopK(Compressor):
         pos = r.bytes(pos_bytes, "positions")
         values = r.array("<f4", k, "values")
         r.finish()
+        require_finite(values, "topk: values")
         decode_positions(mode, pos, k, n, "topk.positions")  # validates every index
         meta = {"k": k, "pos_mode": mode, "pos_bytes": pos_bytes}
         return Encoded(meta, (_PRE.pack(k, mode, pos_bytes), pos, values), n)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..comm.tags import Flag
 from ..comm.wire import SectionReader, pad4
-from ..compress.base import Compressor, parse_payload
+from ..compress.base import Compressor, decode_payload, require_finite
 from ..errors import WireFormatError
 from .strategy_types import Downlink, message_seed
 
@@ -132,15 +132,17 @@ class DownlinkReceiver:
 
     def _decode(self, payload, t: int) -> np.ndarray:
         seed = message_seed(self.seed, t, SYSTEM_STREAM, self.codec)
-        return self.codec.decode(parse_payload(self.codec, payload, self.n, seed))
+        return decode_payload(self.codec, payload, self.n, seed)
 
     def receive(self, t: int, client: int, flags: int, payload) -> np.ndarray:
         if self.policy == "dense":
             return self._decode(payload, t)
         if flags & Flag.FULL_MODEL:
             r = SectionReader(payload, "DOWN_MODEL")
-            w = r.array("<f4", self.n, "model").copy()
+            w = r.array("<f4", self.n, "model")
             r.finish()
+            require_finite(w, "DOWN_MODEL: model")
+            w = w.copy()
         elif flags & Flag.REPLAY:
             w = self.store.get(("view", client))
             if w is None:

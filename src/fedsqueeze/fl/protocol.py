@@ -10,10 +10,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..comm.tags import Kind
 from ..comm.wire import SectionReader
 from ..errors import WireFormatError
+from .strategy_types import UP_PRE
 
 TASK_PRE = struct.Struct("<IIII")  # cmd, round, m, n_down
+
+CODEC_UP, CODEC_DOWN = 0, 1
+"""Indices of the SETUP frame's codec table (``"codecs": [up, down]``); an uplink frame names
+the uplink codec in its header's ``codec`` byte."""
+N_CODECS = 2
+"""Entries of that table."""
+
+
+def check_codec_index(header, allowed, what: str) -> None:
+    """:class:`WireFormatError` unless ``header.codec`` is one of ``allowed`` (table indices)."""
+    if header.codec not in allowed:
+        raise WireFormatError(f"{what}: header codec index {header.codec} is not in the codec "
+                              f"table (accepted here: {sorted(allowed)})")
+
+
+def uplink_body(header, payload) -> tuple[int, memoryview]:
+    """``(n_i, codec payload)`` of a validated UP_UPDATE frame (``WireFormatError`` otherwise).
+
+    Checks the kind, that the header names the uplink codec (:data:`CODEC_UP`) and that the
+    payload holds the ``u32 n_i`` preamble; the codec payload itself is the codec's to check.
+    """
+    if header.kind != Kind.UP_UPDATE:
+        raise WireFormatError(f"UP_UPDATE: frame kind is {header.kind!r}")
+    check_codec_index(header, (CODEC_UP,), "UP_UPDATE")
+    mv = memoryview(payload).cast("B")
+    if len(mv) < UP_PRE.size:
+        raise WireFormatError(f"UP_UPDATE: payload of {len(mv)} bytes has no u32 n_i")
+    (n,) = UP_PRE.unpack_from(mv, 0)
+    return n, mv[UP_PRE.size:]
 
 
 class Cmd(enum.IntEnum):
@@ -68,8 +99,8 @@ def parse_json(payload, what: str, max_bytes: int = 64 << 20):
         raise WireFormatError(f"{what}: {len(payload)} bytes exceed {max_bytes}")
     try:
         return json.loads(bytes(payload).rstrip(b"\0"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireFormatError(f"{what}: invalid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, int digit limit, depth
+        raise WireFormatError(f"{what}: invalid JSON: {type(exc).__name__}: {exc}") from None
 
 
 def config_hash(config_json: str) -> int:

@@ -125,6 +125,7 @@ def _serve(cfg, world, tx, paths, ck, progress, Server) -> RunResult:
     strategy_cols = (list(getattr(world.strategy_cls, "round_columns", []))
                      + list(getattr(Server, "extra_round_columns", [])))
     round_cols = [("n_received", "u4"), ("n_rejected", "u4"), ("n_missing", "u4"),
+                  ("client_state_bytes", "u8"),
                   ("distortion", "f8"), ("kept_fraction", "f8"),
                   ("compression_ratio", "f8")] + strategy_cols
     client_cols = ([("sent_bytes", "u8"), ("status", "u1")]

@@ -24,7 +24,7 @@ from ..comm.wire import HEADER_SIZE, pack_frame, pad4
 from ..errors import UpdateRejected, WireFormatError, WorkerLost
 from . import protocol as P
 from .schedule import assign
-from .strategy import UP_PRE, ServerContext
+from .strategy import ServerContext
 from .train import evaluate, set_flat_params
 
 __all__ = ["Server", "Preempted"]
@@ -201,10 +201,10 @@ class Server:
             up_bytes[c] = nbytes
             td = time.perf_counter()
             try:
-                (n,) = UP_PRE.unpack_from(payload, 0)
+                n, body = P.uplink_body(header, payload)  # kind, codec index, u32 n_i
                 if n != W.samples[c]:
                     raise WireFormatError(f"n_i = {n}, client {c} holds {W.samples[c]} samples")
-                diag_rows[c] = st.accumulate(t, c, n, payload[UP_PRE.size:])
+                diag_rows[c] = st.accumulate(t, c, n, body)
                 received.append(c)
             except (WireFormatError, UpdateRejected) as exc:
                 rejected.append(c)
@@ -313,6 +313,7 @@ class Server:
 
     def _recv_metrics(self, t, plan, timers, sys_bytes) -> dict[int, dict]:
         rows: dict[int, dict] = {}
+        self._state_bytes = 0
         for w in plan:
             if w in self.lost:
                 continue
@@ -327,6 +328,10 @@ class Server:
             timers["t_wait"] += time.perf_counter() - tw
             sys_bytes.append(nbytes)
             data = P.parse_json(payload, "METRICS")
+            nb = int(data.get("state_bytes", 0))
+            # a shared disk store is reported whole by every worker: count it once
+            self._state_bytes = (max(self._state_bytes, nb) if data.get("state_shared")
+                                 else self._state_bytes + nb)
             for r in data["clients"]:
                 rows[int(r["client"])] = r | {"rank": w}
         return rows
@@ -357,7 +362,7 @@ class Server:
                "t_decode": timers["t_decode"], "t_wait": timers["t_wait"],
                "t_aggregate": timers["t_aggregate"], "t_evaluate": timers["t_evaluate"],
                "n_received": len(received), "n_rejected": len(rejected),
-               "n_missing": len(missing)}
+               "n_missing": len(missing), "client_state_bytes": self._state_bytes}
         for key in ("distortion", "kept_fraction", "compression_ratio"):
             vals = [metrics[c]["diag"].get(key) for c in received
                     if c in metrics and key in metrics[c].get("diag", {})]

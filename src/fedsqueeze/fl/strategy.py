@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..comm.tags import Flag, Kind
 from ..comm.wire import SectionReader
-from ..compress.base import Compressor, Encoded, ErrorFeedback, parse_payload
+from ..compress.base import Compressor, Encoded, ErrorFeedback, decode_payload
 from ..errors import ConfigError, UpdateRejected, WireFormatError
 from .. import rng
 from .aggregate import StreamingMean, coordinate_median, trimmed_mean
@@ -122,10 +122,11 @@ class Strategy:
 
     # -- uplink -----------------------------------------------------------------------------
     def decode_update(self, t: int, client: int, payload) -> np.ndarray:
-        """Parse and decode an uplink payload (after the u32 n_i) with the uplink codec."""
+        """Parse, decode and check (finite) an uplink payload (after the u32 n_i) with the uplink
+        codec; a malformed or non-finite payload raises ``WireFormatError``."""
         up = self.ctx.up
         seed = message_seed(self.ctx.cfg.seed, t, client, up)
-        return up.decode(parse_payload(up, payload, self.ctx.n_params, seed))
+        return decode_payload(up, payload, self.ctx.n_params, seed)
 
     def accumulate(self, t: int, client: int, n: int, payload) -> dict[str, float]:
         """Decode, check and add one update (called in increasing client id)."""

@@ -49,6 +49,7 @@ class Worker:
         self.trainer = Trainer(world.model_factory(), x, y, world.parts, self.cfg.train,
                                self.cfg.seed)
         self.timeout = self.cfg.fl.worker_timeout_s * 4
+        self.codec_indices = tuple(range(P.N_CODECS))  # replaced by the SETUP frame's table
 
     def _recv(self, kind: Kind, max_payload: int):
         header, payload, _, _ = self.tx.recv_frame(0, int(kind), timeout=None,
@@ -60,6 +61,7 @@ class Worker:
         setup = P.parse_json(payload, "SETUP")
         if setup["config"] != self.cfg.to_dict():
             raise RuntimeError("SETUP config differs from this rank's config")
+        self.codec_indices = tuple(range(len(setup.get("codecs", ()))))  # the SETUP codec table
         max_down = 8 * self.world.n_params + (64 << 20)
         while True:
             header, payload = self._recv(Kind.CONTROL, 64 << 20)
@@ -117,7 +119,8 @@ class Worker:
                          "theoretical_bits": float(up.theoretical_bits),
                          "diag": {k: float(v) for k, v in up.diagnostics.items()}})
         metrics = P.json_payload({"round": t, "rank": self.rank, "clients": rows,
-                                  "state_bytes": _nbytes(self.store)})
+                                  "state_bytes": _nbytes(self.store),
+                                  "state_shared": isinstance(self.store, DiskStore)})
         self.tx.isend(0, int(Kind.METRICS), pack_frame(Kind.METRICS, metrics, round=t,
                                                        client=SYSTEM_CLIENT))
         self.tx.wait_sends()
@@ -128,6 +131,7 @@ class Worker:
         header, payload, _, _ = self.tx.recv_frame(0, -1, timeout=None, max_payload=max_down)
         if header.kind not in (Kind.DOWN_MODEL, Kind.DOWN_CTRL):
             raise RuntimeError(f"expected a downlink frame, got {header.kind!r}")
+        P.check_codec_index(header, self.codec_indices, f"{header.kind.name} from rank 0")
         return header, payload
 
 
