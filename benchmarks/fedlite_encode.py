@@ -67,17 +67,18 @@ def main() -> None:
             z = prefix(x).numpy()
         gpq.encode(z, seed=0, client=0, round=0)  # compile / load the kernels
 
-        def fwd_bwd():
+        def fwd_bwd(prefix=prefix, x=x):
             prefix.zero_grad()
             prefix(x).sum().backward()
 
         with torch.no_grad():
-            fwd = timed(lambda: prefix(x), args.repeat)
+            fwd = timed(lambda prefix=prefix, x=x: prefix(x), args.repeat)
         fb = timed(fwd_bwd, args.repeat)
-        cold = timed(lambda: gpq.encode(z, seed=0, client=0, round=0), args.repeat)
+        cold = timed(lambda z=z: gpq.encode(z, seed=0, client=0, round=0), args.repeat)
         code, state = gpq.encode(z, seed=0, client=0, round=0)
-        warm = timed(lambda: gpq.encode(z, seed=0, client=0, round=0, state=state), args.repeat)
-        dec = timed(lambda: gpq.decode(code), args.repeat)
+        warm = timed(lambda z=z, s=state: gpq.encode(z, seed=0, client=0, round=0, state=s),
+                     args.repeat)
+        dec = timed(lambda c=code: gpq.decode(c), args.repeat)
         row = {"prefix": f"{name}/{cut}", "input": list(shape), "d_a": int(z.shape[1]),
                "forward": fwd, "forward_backward": fb, "encode_cold": cold, "encode_warm": warm,
                "decode": dec, "kmeans_steps": code.kmeans_steps,

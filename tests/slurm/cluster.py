@@ -102,9 +102,9 @@ def _mem_mib() -> int:
 SLURM_CONF = """\
 # written by tests/slurm/cluster.py: a private one-node cluster
 ClusterName=fsqtest
-# Job ids start at a random point: MPICH names its /dev/shm segments after the PMI job id
-# ("<job>.<step>") under srun, and segments left by killed jobs of an earlier test cluster that
-# reused the same ids made new jobs hang in MPI_Init.
+# Job ids start at a random point: with ids restarting at 1 in each new test cluster, PyPI
+# MPICH under srun --mpi=pmi2 hung in MPI_Init (likely /dev/shm state of killed jobs, keyed by
+# the PMI job id "<job>.<step>"); fresh ids never did.
 FirstJobId={first_job_id}
 SlurmctldHost=localhost
 SlurmctldPort={ctld_port}

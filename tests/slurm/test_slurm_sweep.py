@@ -80,24 +80,29 @@ def test_sweep_array_end_to_end(sweep_in, launcher, tasks):
     assert "already completed" in log
 
 
-def _wait_rounds(folder: Path, entry: dict, n_files: int, rounds_done: int, sw,
-                 timeout: float = 600) -> None:
-    """Until the task's ``n_files``-th log has flushed ``rounds_done`` rounds."""
+def _wait_progress(folder: Path, entry: dict, attempt: int, last_round: int, sw,
+                   timeout: float = 900) -> None:
+    """Until the log of ``attempt`` (1-based: ``attempt - 1`` interrupted logs exist beside
+    the current one) has flushed round ``last_round``, so its ranks are past start-up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logs = task_logs(folder, entry)
-        if len(logs) >= n_files:
-            try:
-                st = read_status(logs[n_files - 1])
-            except (OSError, KeyError, ValueError):
-                st = {}
-            if st.get("rounds_done", 0) >= rounds_done or st.get("state") == "completed":
-                assert st.get("state") != "completed", \
-                    f"run finished before it could be preempted: {st}"
+        if len(logs) == attempt:
+            st = _status(logs[-1])
+            assert st.get("state") != "completed", \
+                f"run finished before it could be preempted: {st}"
+            if st.get("last_round", -1) >= last_round:
                 return
         time.sleep(0.5)
-    pytest.fail(f"{entry['name']}: attempt {n_files} did not reach round {rounds_done}\n"
+    pytest.fail(f"{entry['name']}: attempt {attempt} did not reach round {last_round}\n"
                 f"{sw.logs()}")
+
+
+def _status(path: Path) -> dict:
+    try:
+        return read_status(path)
+    except (OSError, KeyError, ValueError):
+        return {}
 
 
 def test_preempt_requeue_resume(sweep_in, slurm_cluster):
@@ -121,15 +126,16 @@ def test_preempt_requeue_resume(sweep_in, slurm_cluster):
                        capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
 
-    _wait_rounds(sw.folder, entry, n_files=1, rounds_done=2, sw=sw)
+    _wait_progress(sw.folder, entry, attempt=1, last_round=1, sw=sw)
     slurm_cluster.run("scancel", "--signal=TERM", task)
     deadline = time.monotonic() + 300
     while sw.states().get(task, ("?",))[0] in ("RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline, f"{task} did not stop on SIGTERM\n{sw.logs()}"
         time.sleep(1)
     assert sw.states()[task][0] == "FAILED", sw.states()  # preempted, not requeued by itself
+    first_stop = _status(task_logs(sw.folder, entry)[-1]).get("last_round", -1)
     slurm_cluster.run("scontrol", "requeue", task)
-    _wait_rounds(sw.folder, entry, n_files=2, rounds_done=2, sw=sw)
+    _wait_progress(sw.folder, entry, attempt=2, last_round=first_stop + 2, sw=sw)
     slurm_cluster.run("scancel", "--batch", "--signal=USR2", task)
     states = sw.wait(timeout=900)
     assert states[task] == ("COMPLETED", "0:0"), f"{states}\n{sw.logs()}"
@@ -137,26 +143,20 @@ def test_preempt_requeue_resume(sweep_in, slurm_cluster):
     logs, run = final_run(sw.folder, entry)
     assert len(logs) == 3, (logs, sw.logs())
     assert [read_status(f)["state"] for f in logs] == ["preempted", "preempted", "completed"]
-    assert run.rounds["round"].iloc[-1] == 13
+    assert logs[-1] == sw.folder / entry["h5"]  # the manifest's file holds the finished run
+    assert list(run.rounds["round"]) == list(range(14))  # rounds of every attempt
     out = (sw.folder / "logs" / f"{entry['name']}.out").read_text()
     for text in ("attempt 1", "attempt 2", "attempt 3", "got SIGUSR2, sending SIGUSR1",
                  "requeueing job"):
         assert text in out, f"{text!r} missing from the task log:\n{out}"
 
     deadline = time.monotonic() + 900
-    while read_status_or_none(ref / "ref.h5") != "completed":
+    while _status(ref / "ref.h5").get("state") != "completed":
         assert time.monotonic() < deadline, Path(f"{ref}.out").read_text(errors="replace")
         time.sleep(2)
     reference = read_run(ref / "ref.h5")
-    assert reference.rounds["round"].iloc[-1] == 13
+    assert list(reference.rounds["round"]) == list(range(14))
     np.testing.assert_array_equal(run.model, reference.model)
-
-
-def read_status_or_none(path: Path) -> str | None:
-    try:
-        return read_status(path)["state"]
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def _sets(entry: dict) -> dict[str, str]:

@@ -273,7 +273,8 @@ class GPQ:
         return self._finish(g, d_cent.copy_to_host(), d_codes.copy_to_host(), int(steps))
 
     def decode(self, code: ActCode, *, out: np.ndarray | None = None) -> np.ndarray:
-        """``z_tilde`` (``B x d_a`` float32); into ``out`` when given (exact shape or ValueError)."""
+        """``z_tilde`` (``B x d_a`` float32), into ``out`` when given (exact shape, else
+        ValueError)."""
         g = code.geometry
         points = np.empty((g.points, g.m), np.float32)
         _pq.gather(code.centroids, code.codes, g.geom, points)

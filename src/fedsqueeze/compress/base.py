@@ -64,8 +64,9 @@ def decode_payload(codec, payload, n: int, seed: int | None, *,
 
     Lengths are validated by ``parse`` before anything is allocated; the decoded vector must then
     be finite, whichever codec produced it (NaN/Inf in a payload, or finite values that overflow
-    on decode, e.g. a huge random-k value times ``D / k``). Every failure is a
-    :class:`WireFormatError` (a ``ValueError``) naming the codec.
+    on decode, e.g. a huge random-k value times ``D / k``; NumPy's overflow warnings are
+    silenced for the decode, since this check catches the result). Every failure is a
+    :class:`WireFormatError` (a ``ValueError``) naming the codec. Host arrays only.
 
     >>> from fedsqueeze.compress import from_config
     >>> c = from_config({"id": "identity"})
@@ -77,7 +78,8 @@ def decode_payload(codec, payload, n: int, seed: int | None, *,
     fedsqueeze.errors.WireFormatError: identity: values: 1 of 2 values are NaN or Inf
     """
     enc = parse_payload(codec, payload, n, seed)
-    x = codec.decode(enc, out=out)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
+        x = codec.decode(enc, out=out)
     require_finite(x, f"{codec.codec_id}: decoded vector")
     return x
 

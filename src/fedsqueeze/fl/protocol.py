@@ -99,7 +99,7 @@ def parse_json(payload, what: str, max_bytes: int = 64 << 20):
         raise WireFormatError(f"{what}: {len(payload)} bytes exceed {max_bytes}")
     try:
         return json.loads(bytes(payload).rstrip(b"\0"))
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, int digit limit, depth
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, int digit limit, depth
         raise WireFormatError(f"{what}: invalid JSON: {type(exc).__name__}: {exc}") from None
 
 

@@ -323,16 +323,19 @@ def read_sweep(folder: str | Path) -> dict[str, Any]:
 
 
 def task_logs(folder: str | Path, entry: Mapping[str, Any]) -> list[Path]:
-    """Every HDF5 log of one task, oldest first: ``<name>.h5`` and the files of resumed
-    attempts (``<name>.resume<round>.h5``, by round). The last one holds the final model."""
+    """Every HDF5 log of one task, oldest first; the last one is the task's current log.
+
+    A resumed run writes ``<name>.h5`` again (rows before its checkpoint carried over) and
+    keeps the log of the interrupted attempt beside it as ``<name>.interrupted-<round>.h5``.
+    """
     folder = Path(folder)
-    first = folder / entry["h5"]
+    current = folder / entry["h5"]
     stem = Path(entry["h5"]).stem
 
-    def start_round(p: Path) -> int:
-        tail = p.name[len(stem) + len(".resume"):-len(".h5")]
+    def round_of(p: Path) -> int:
+        tail = p.name[len(stem) + len(".interrupted-"):-len(".h5")]
         return int(tail) if tail.isdigit() else -1
 
-    resumed = sorted((p for p in folder.glob(f"{stem}.resume*.h5") if start_round(p) >= 0),
-                     key=start_round)
-    return ([first] if first.exists() else []) + resumed
+    old = sorted((p for p in folder.glob(f"{stem}.interrupted-*.h5") if round_of(p) >= 0),
+                 key=round_of)
+    return old + ([current] if current.exists() else [])

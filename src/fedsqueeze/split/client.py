@@ -27,8 +27,14 @@ from ..fl import protocol as P
 from ..fl.state import MemoryStore
 from ..fl.train import Trainer, flat_params, set_flat_params
 from .parts import build_parts
-from .payloads import (act_sections, grad_payload_nbytes, label_width, parse_grad,
-                       parse_prefix_down, prefix_up_sections)
+from .payloads import (
+    act_sections,
+    grad_payload_nbytes,
+    label_width,
+    parse_grad,
+    parse_prefix_down,
+    prefix_up_sections,
+)
 from .schedule import RoundPlan
 from .strategy import make_optimizer
 
@@ -53,7 +59,7 @@ class PrefixClient:
         cfg = worker.cfg
         self.opt = make_optimizer(self.prefix.parameters(), cfg.train)
         self.batches = batches
-        self.client, self.round, self.w = client, round, worker
+        self.client, self.round, self.host = client, round, worker
         self.state = worker.store.get(("gpq", client))
         self.stats = {"t_train": 0.0, "t_encode": 0.0, "t_decode": 0.0, "steps": 0,
                       "distortion": 0.0, "kmeans_steps": 0.0}
@@ -61,7 +67,7 @@ class PrefixClient:
 
     def forward(self, step: int) -> tuple:
         """Forward one batch to the cut; returns the SPLIT_ACT sections."""
-        w = self.w
+        w = self.host
         xb, yb = next(self.batches)
         t0 = time.perf_counter()
         self._z = self.prefix(xb)
@@ -88,11 +94,11 @@ class PrefixClient:
     def expected_grad_nbytes(self) -> int:
         g = None if self._code is None else self._code.geometry
         B = self._zt.shape[0]
-        return grad_payload_nbytes(self.w.backward, B, self.w.parts.d_a, g)
+        return grad_payload_nbytes(self.host.backward, B, self.host.parts.d_a, g)
 
     def backward(self, payload) -> None:
         """Apply the server's gradient (with the FedLite correction) and step the prefix."""
-        w = self.w
+        w = self.host
         t0 = time.perf_counter()
         z = self._z.detach().numpy()
         B = z.shape[0]
@@ -110,7 +116,7 @@ class PrefixClient:
     def row(self, sent: int) -> dict:
         st = self.stats
         k = max(1, st["steps"])
-        diag = {} if self.w.gpq is None else {"distortion": st["distortion"] / k,
+        diag = {} if self.host.gpq is None else {"distortion": st["distortion"] / k,
                                                 "kmeans_steps": st["kmeans_steps"] / k}
         return {"client": self.client, "loss": float("nan"), "steps": st["steps"],
                 "t_train": st["t_train"], "t_encode": st["t_encode"], "t_decode": st["t_decode"],
@@ -173,7 +179,7 @@ class SplitWorker:
             header, payload = self._recv(Kind.DOWN_MODEL, 4 * self.parts.d_c)
             w0 = parse_prefix_down(payload, self.parts.d_c)
         tr = cfg.train
-        plan = RoundPlan.build([c for c, d in zip(task.clients, task.drop) if not d],
+        plan = RoundPlan.build([c for c, d in zip(task.clients, task.drop, strict=True) if not d],
                                samples=self.world.samples, batch=tr.batch_size,
                                epochs=tr.epochs, max_steps=tr.max_steps)
         clients = {int(c): PrefixClient(copy.deepcopy(self.parts.prefix), w0,

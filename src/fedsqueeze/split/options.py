@@ -30,7 +30,8 @@ class SplitOptions(BaseModel):
     server_lr : float or None
         Learning rate of the server's suffix optimiser (``None``: ``train.lr``).
     server_optimizer : {"sgd", "adam"} or None
-        Suffix optimiser (``None``: ``train.optimizer``; momentum and weight decay follow ``train``).
+        Suffix optimiser (``None``: ``train.optimizer``; momentum and weight decay follow
+        ``train``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

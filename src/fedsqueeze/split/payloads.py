@@ -4,8 +4,9 @@ Every section starts 4-byte aligned; all scalars little-endian::
 
     DOWN_MODEL (prefix)  f32[D_c]
     SPLIT_ACT            u16 B | u16 q | u16 R | u16 L_eff | u32 d_a | u8 label_bits | u8 grouping
-                         | u16 step | f32[R L_eff m] centroids | ceil(B q ceil(log2 L_eff) / 8) bytes
-                         codes, pad4 | ceil(B label_bits / 8) bytes labels, pad4
+                         | u16 step | f32[R L_eff m] centroids
+                         | ceil(B q ceil(log2 L_eff) / 8) bytes codes, pad4
+                         | ceil(B label_bits / 8) bytes labels, pad4
     SPLIT_ACT (dense)    the same preamble with q = R = L_eff = 0 | f32[B d_a] | labels, pad4
     SPLIT_GRAD           u8 format | u8[3] 0 | dense_fp32: f32[B d_a]; dense_fp16: f16[B d_a], pad4;
                          codebook: f32[R L_eff m] per-centroid gradient sums
@@ -32,8 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..comm.wire import SectionReader, pad4
-from ..compress.activations import (GPQ, ActCode, Geometry, codebook_grad_means,
-                                    codebook_grad_sums, to_fp16)
+from ..compress.activations import (
+    GPQ,
+    ActCode,
+    Geometry,
+    codebook_grad_means,
+    codebook_grad_sums,
+    to_fp16,
+)
 from ..errors import WireFormatError
 from ..kernels.cpu import bitpack as _bp
 

@@ -45,7 +45,8 @@ def batch_at(n: int, batch: int, step: int) -> int:
     return min(int(batch), int(n) - i * int(batch))
 
 
-def placement(clients: np.ndarray, workers: list[int], exclude=frozenset()) -> dict[int, np.ndarray]:
+def placement(clients: np.ndarray, workers: list[int],
+              exclude=frozenset()) -> dict[int, np.ndarray]:
     """Home worker of every client (``fl.schedule.assign`` in ``home`` mode)."""
     return assign(np.asarray(clients, np.int64), np.zeros(0), workers, "home", exclude=exclude)
 

@@ -35,8 +35,15 @@ from ..errors import WireFormatError
 from ..fl import protocol as P
 from ..fl.server import Server
 from ..fl.train import set_flat_params
-from .payloads import (ActSpec, act_payload_nbytes, grad_payload_nbytes, grad_sections,
-                       grad_theoretical_bits, parse_act, parse_prefix_up, sections_pad)
+from .payloads import (
+    ActSpec,
+    act_payload_nbytes,
+    grad_sections,
+    grad_theoretical_bits,
+    parse_act,
+    parse_prefix_up,
+    sections_pad,
+)
 from .schedule import RoundPlan, placement
 
 __all__ = ["SplitServer"]
@@ -61,7 +68,7 @@ class _Ledger:
 
 
 class SplitServer(Server):
-    """Rank 0 for ``fl.method = "split"`` and ``"fedlite"`` (constructor of ``fl.server.Server``)."""
+    """Rank 0 for ``fl.method = "split"`` and ``"fedlite"`` (``fl.server.Server``'s constructor)."""
 
     extra_round_columns = [
         ("act_bytes", "u8"), ("label_bytes", "u8"), ("grad_bytes", "u8"),
@@ -100,7 +107,8 @@ class SplitServer(Server):
         led = _Ledger()
         self._send_prefixes(t, homes, clients, drop, led, sys_bytes)
         tr = cfg.train
-        plan = RoundPlan.build([c for c, d in zip(clients, drop) if not d], samples=W.samples,
+        plan = RoundPlan.build([c for c, d in zip(clients, drop, strict=True) if not d],
+                               samples=W.samples,
                                batch=tr.batch_size, epochs=tr.epochs, max_steps=tr.max_steps)
         for s in range(1, plan.n_steps + 1):
             st.begin_step()
@@ -254,14 +262,11 @@ class SplitServer(Server):
         ksteps = [metrics[c]["diag"]["kmeans_steps"] for c in received
                   if "kmeans_steps" in metrics.get(c, {}).get("diag", {})]
         act_ratio = dense / act_frames if act_frames else float("nan")
+        prefix_bits = 32.0 * d_c * len(led.bytes["prefix_down_bytes"])
         row = {"round": t, "n_sampled": len(clients), "C_t": self.strategy.fraction(t),
                "bytes_up": up, "bytes_down": down,
                "up_theo_bits": act_bits + 32.0 * d_c * len(received),
-               "down_theo_bits": float(sum(led.grad_bits.values()))
-               + float(np.nansum(comm["theoretical_bits"][(comm["direction"] == 0)
-                                                          & (comm["msg_type"]
-                                                             == int(Kind.DOWN_MODEL))]))
-               if len(comm) else 0.0,
+               "down_theo_bits": float(sum(led.grad_bits.values())) + prefix_bits,
                "train_loss": sum(led.loss.values()) / seen if seen else float("nan"),
                "test_loss": test_loss, "test_accuracy": test_acc, "wall_s": wall,
                "t_train": sum(m.get("t_train", 0.0) for m in metrics.values()),

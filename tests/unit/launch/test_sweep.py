@@ -186,10 +186,10 @@ def test_read_manifest_missing(tmp_path):
         read_sweep(tmp_path)
 
 
-def test_task_logs_orders_resumed_attempts(tmp_path):
-    for name in ("r-0001.h5", "r-0001.resume12.h5", "r-0001.resume4.h5", "r-0001.resumeX.h5",
-                 "r-00010.h5", "r-0002.h5"):
+def test_task_logs_orders_attempts(tmp_path):
+    for name in ("r-0001.h5", "r-0001.interrupted-12.h5", "r-0001.interrupted-4.h5",
+                 "r-0001.interrupted-X.h5", "r-00010.h5", "r-0002.interrupted-3.h5"):
         (tmp_path / name).touch()
     got = [p.name for p in task_logs(tmp_path, {"h5": "r-0001.h5"})]
-    assert got == ["r-0001.h5", "r-0001.resume4.h5", "r-0001.resume12.h5"]
+    assert got == ["r-0001.interrupted-4.h5", "r-0001.interrupted-12.h5", "r-0001.h5"]
     assert task_logs(tmp_path, {"h5": "none.h5"}) == []

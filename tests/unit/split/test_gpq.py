@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 
 from fedsqueeze import rng
-from fedsqueeze.compress.activations import (GPQ, code_width, codebook_grad_means,
-                                             codebook_grad_sums, to_fp16)
 from fedsqueeze.comm.wire import SectionReader, join_sections
+from fedsqueeze.compress.activations import (
+    GPQ,
+    code_width,
+    codebook_grad_means,
+    codebook_grad_sums,
+    to_fp16,
+)
 from tests import naive
 
 # (q, R, L, grouping, B, d_a)

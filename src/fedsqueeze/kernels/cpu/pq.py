@@ -92,16 +92,16 @@ def assign(pts_t, centroids, geom, codes, mcodes, fscr, iscr):  # pragma: no cov
         for k0 in range(0, n, ch):
             w = min(n - k0, ch)
             base = r * n + k0
-            for l in range(L):
+            for cl in range(L):
                 for i in range(w):
                     acc[i] = np.float32(0.0)
                 for d in range(m):
-                    c = centroids[r, l, d]
+                    c = centroids[r, cl, d]
                     row = pts_t[d, base:base + w]
                     for i in range(w):
                         t = row[i] - c
                         acc[i] += t * t
-                if l == 0:
+                if cl == 0:
                     for i in range(w):
                         best[i] = acc[i]
                         iscr[i] = 0
@@ -109,7 +109,7 @@ def assign(pts_t, centroids, geom, codes, mcodes, fscr, iscr):  # pragma: no cov
                     for i in range(w):
                         if acc[i] < best[i]:
                             best[i] = acc[i]
-                            iscr[i] = l
+                            iscr[i] = cl
             for i in range(w):
                 p = member(r, k0 + i, q, R, mode, npts)
                 mcodes[base + i] = iscr[i]
@@ -139,10 +139,10 @@ def accumulate(pts_t, mcodes, sums, counts):  # pragma: no cover - compiled
     m, npts = pts_t.shape
     n = npts // R
     for r in range(R):
-        for l in range(L):
-            counts[r, l] = 0
+        for cl in range(L):
+            counts[r, cl] = 0
             for d in range(m):
-                sums[r, l, d] = 0.0
+                sums[r, cl, d] = 0.0
         codes = mcodes[r * n:(r + 1) * n]
         for k in range(n):
             counts[r, codes[k]] += 1
@@ -156,11 +156,11 @@ def accumulate(pts_t, mcodes, sums, counts):  # pragma: no cover - compiled
 def finalize(sums, counts, centroids):  # pragma: no cover - compiled
     """``centroids[r, l] = float32(sums[r, l] / counts[r, l])`` where ``counts > 0``."""
     for r in range(sums.shape[0]):
-        for l in range(sums.shape[1]):
-            n = counts[r, l]
+        for cl in range(sums.shape[1]):
+            n = counts[r, cl]
             if n > 0:
                 for d in range(sums.shape[2]):
-                    centroids[r, l, d] = np.float32(sums[r, l, d] / n)
+                    centroids[r, cl, d] = np.float32(sums[r, cl, d] / n)
 
 
 @nb.njit(**NJIT)
@@ -257,6 +257,6 @@ def gather(centroids, codes, geom, out):  # pragma: no cover - compiled
     npts, m = out.shape
     for p in range(npts):
         r = group_of(p, q, R, mode, npts)
-        l = codes[p]
+        cl = codes[p]
         for d in range(m):
-            out[p, d] = centroids[r, l, d]
+            out[p, d] = centroids[r, cl, d]

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..config import NJIT
 from .bitpack import pack_bits, unpack_bits
+from .philox import philox4x32
 
 __all__ = ["CHUNK", "philox4x32_unrolled", "sumsq8", "qsgd_code", "qsgd_scale24", "qsgd_value",
            "bucket_norms", "qsgd_encode", "qsgd_decode", "code_width"]
@@ -71,32 +72,9 @@ def code_width(s: int) -> int:
     return 1 + int(s).bit_length()
 
 
-@nb.njit(inline="always", **NJIT)
-def philox4x32_unrolled(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-    """Philox4x32-10, written so LLVM unrolls and vectorises it across blocks.
-
-    Same values as :func:`fedsqueeze.kernels.cpu.philox.philox4x32` (tested); the key bump is
-    done in 64 bits and masked, so the source also runs as plain Python (CUDA simulator,
-    ``NUMBA_DISABLE_JIT``) without overflow warnings.
-    """
-    x0 = np.uint32(c0)
-    x1 = np.uint32(c1)
-    x2 = np.uint32(c2)
-    x3 = np.uint32(c3)
-    a0 = np.uint64(k0)
-    a1 = np.uint64(k1)
-    for _ in range(10):
-        p0 = _M0 * np.uint64(x0)
-        p1 = _M1 * np.uint64(x2)
-        y0 = np.uint32(p1 >> _S32) ^ x1 ^ np.uint32(a0)
-        y2 = np.uint32(p0 >> _S32) ^ x3 ^ np.uint32(a1)
-        x1 = np.uint32(p1 & _MASK32)
-        x3 = np.uint32(p0 & _MASK32)
-        x0 = y0
-        x2 = y2
-        a0 = (a0 + _W0) & _MASK32
-        a1 = (a1 + _W1) & _MASK32
-    return x0, x1, x2, x3
+philox4x32_unrolled = philox4x32
+"""The Philox of :mod:`fedsqueeze.kernels.cpu.philox` (kept under its former name: it was
+first written here, in the vectorisable form that module now uses)."""
 
 
 @nb.njit(inline="always", **NJIT)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import NJIT
 from .bitpack import pack_bits
-from .quantize import philox4x32_unrolled
+from .philox import philox4x32
 
 __all__ = ["PIECE", "pack_signs", "unpack_signs", "ternary_code", "ternary_encode",
            "ternary_decode", "piece_moments", "segment_partials", "combine_partials",
@@ -117,7 +117,7 @@ def _ternary_chunk(x, blk0, cvs, ss, k0, k1, c3, codes):  # pragma: no cover - c
     z = np.uint32(0)
     m = x.shape[0]
     for b in range(m // 4):
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
         j = 4 * b
         codes[j] = ternary_code(x[j], cvs[j], ss[j], w0)
         codes[j + 1] = ternary_code(x[j + 1], cvs[j + 1], ss[j + 1], w1)
@@ -125,7 +125,7 @@ def _ternary_chunk(x, blk0, cvs, ss, k0, k1, c3, codes):  # pragma: no cover - c
         codes[j + 3] = ternary_code(x[j + 3], cvs[j + 3], ss[j + 3], w3)
     j = 4 * (m // 4)
     if j < m:
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
         codes[j] = ternary_code(x[j], cvs[j], ss[j], w0)
         if j + 1 < m:
             codes[j + 1] = ternary_code(x[j + 1], cvs[j + 1], ss[j + 1], w1)

@@ -3,9 +3,8 @@
 ``philox4x32`` is the device function; :func:`fill_u32` and :func:`fill_uniform53` launch
 grid-stride kernels with the call signatures of their CPU namesakes and write exactly the same
 words and doubles. The device function is compiled from the source of
-:func:`fedsqueeze.kernels.cpu.quantize.philox4x32_unrolled` (itself tested against the CPU
-reference and the Random123 known answers), so there is one definition of the round function
-for both targets.
+:func:`fedsqueeze.kernels.cpu.philox.philox4x32` (tested against the NumPy oracle and the
+Random123 known answers), so there is one definition of the round function for both targets.
 """
 
 from __future__ import annotations
@@ -13,16 +12,15 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..cpu import quantize as _q
-from ..cpu.philox import u53_from as _u53_cpu
+from ..cpu import philox as _p
 from .bitpack import launch_grid
 
 __all__ = ["philox4x32", "fill_u32", "fill_uniform53"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 
-philox4x32 = cuda.jit(device=True)(_q.philox4x32_unrolled.py_func)
-_u53_from = cuda.jit(device=True)(_u53_cpu.py_func)
+philox4x32 = cuda.jit(device=True)(_p.philox4x32.py_func)
+_u53_from = cuda.jit(device=True)(_p.u53_from.py_func)
 
 
 @cuda.jit

@@ -58,14 +58,14 @@ def _assign(pts_t, centroids, q, R, mode, codes, mcodes, changed):  # pragma: no
         r = col // n
         best = 0
         bd = np.float32(0.0)
-        for l in range(L):
+        for cl in range(L):
             acc = np.float32(0.0)
             for d in range(m):
-                t = pts_t[d, col] - centroids[r, l, d]
+                t = pts_t[d, col] - centroids[r, cl, d]
                 acc += t * t
-            if l == 0 or acc < bd:
+            if cl == 0 or acc < bd:
                 bd = acc
-                best = l
+                best = cl
         mcodes[col] = best
         p = member(r, col % n, q, R, mode, npts)
         if codes[p] != best:
@@ -90,15 +90,15 @@ def _accumulate(pts_t, mcodes, sums, counts):  # pragma: no cover - device code
     for w in range(cuda.grid(1), R * m, cuda.gridsize(1)):
         r = w // m
         d = w % m
-        for l in range(L):
-            sums[r, l, d] = 0.0
+        for cl in range(L):
+            sums[r, cl, d] = 0.0
             if d == 0:
-                counts[r, l] = 0
+                counts[r, cl] = 0
         for k in range(n):
-            l = mcodes[r * n + k]
-            sums[r, l, d] += np.float64(pts_t[d, r * n + k])
+            cl = mcodes[r * n + k]
+            sums[r, cl, d] += np.float64(pts_t[d, r * n + k])
             if d == 0:
-                counts[r, l] += 1
+                counts[r, cl] += 1
 
 
 @cuda.jit
@@ -107,10 +107,10 @@ def _finalize(sums, counts, centroids):  # pragma: no cover - device code
     m = sums.shape[2]
     for w in range(cuda.grid(1), sums.shape[0] * L * m, cuda.gridsize(1)):
         r = w // (L * m)
-        l = (w // m) % L
+        cl = (w // m) % L
         d = w % m
-        if counts[r, l] > 0:
-            centroids[r, l, d] = np.float32(sums[r, l, d] / counts[r, l])
+        if counts[r, cl] > 0:
+            centroids[r, cl, d] = np.float32(sums[r, cl, d] / counts[r, cl])
 
 
 @cuda.jit

@@ -23,13 +23,12 @@ import numpy as np
 from numba import cuda, float32
 
 from .. import config as _config
-from ..cpu import philox as _philox_cpu
 from ..cpu import sketch as _cpu
+from .philox import philox4x32 as _philox
 
 __all__ = ["launch_shape", "sketch_hashes", "sketch_insert", "sketch_query", "sketch_insert_hashed",
            "sketch_query_hashed"]
 
-_philox = cuda.jit(device=True)(_philox_cpu.philox4x32.py_func)
 _bucket_sign = cuda.jit(device=True)(_cpu.bucket_sign_of)
 _median_insert = cuda.jit(device=True)(_cpu.median_insert)
 _median_of = cuda.jit(device=True)(_cpu.median_of)

@@ -1,0 +1,537 @@
+"""Measured numbers for the IGC and FedCompress issues: runs the jobs, then builds the tables.
+
+Two issues ask for numbers from HDF5 logs:
+
+* IGC (METHODS.md 2, 8.2): upload compression ratio and final accuracy of each variant (static,
+  ksub K = 4, time-varying; d = 256 and 1024) against FedAvg, top-k + EF and count sketch
+  (FetchSGD) byte-matched per ``jobs/igc_topk_ef.toml`` / ``jobs/igc_countsketch.toml``, on the
+  MNIST-1D MLP setup of ``jobs/igc_variants.toml``.
+* FedCompress (METHODS.md 3, 8.3): CCR (wire, zip), MCR (wire, zip), accuracies (student and
+  teacher), the k trajectory and the inference speed ratio (``benchmarks/fedcompress_inference.py``)
+  against FedAvg (10 and 5 local epochs) and client-only clustering, on the small digits setup.
+
+Every number in the tables is read from the run logs (``fedsqueeze.log.read_run``) or from the
+benchmark's JSON output; nothing is typed in. Runs are sequential, ``mpiexec -n 3`` each; a run
+whose log already exists, is completed and has the requested rounds and seed is not repeated.
+
+    python analysis/experiments_igc_fedcompress.py run igc --rounds 100 --seeds 0
+    python analysis/experiments_igc_fedcompress.py run fedcompress --rounds 30 --seeds 0
+    python analysis/experiments_igc_fedcompress.py bench          # inference speed (FedCompress)
+    python analysis/experiments_igc_fedcompress.py tables --update-docs
+
+Outputs (default ``--out runs/igc_fedcompress``): ``igc/<name>.h5``, ``fedcompress/<name>.h5``,
+``fc_inference.json``, ``igc_results.md``, ``fedcompress_results.md``, ``*_results.csv``.
+``--update-docs`` writes the two markdown blocks into ``docs/igc.md`` and
+``docs/fedcompress.md`` between ``<!-- results:begin -->`` and ``<!-- results:end -->`` markers
+(creating a "Results" section at the end when the markers are absent); the rest of each page
+is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+# -- run specifications ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    """One run: a job file plus ``--set`` overrides; ``label``/``d`` are table keys."""
+
+    name: str
+    job: str
+    label: str
+    d: int | None
+    sets: tuple[str, ...] = field(default_factory=tuple)
+
+
+def igc_specs() -> list[Spec]:
+    """METHODS.md 8.2 small target, byte matching as written in the job files."""
+    out = []
+    for variant in ("static", "ksub", "timevarying"):
+        for d, lr in ((256, 2.0), (1024, 0.5)):  # theta'-space lr of jobs/igc_variants.toml
+            out.append(Spec(f"igc_{variant}_d{d}", "jobs/igc_variants.toml",
+                            f"IGC {variant}" + (" (K = 4)" if variant == "ksub" else ""), d,
+                            (f'method.variant="{variant}"', f"method.d={d}", f"method.lr={lr}")))
+    out.append(Spec("fedavg", "jobs/igc_topk_ef.toml", "FedAvg (dense f32)", None,
+                    ('compress.up={ id = "identity" }',)))
+    for d, rho in ((256, 0.0126), (1024, 0.0536)):
+        out.append(Spec(f"topk_ef_d{d}", "jobs/igc_topk_ef.toml", f"top-k + EF (rho = {rho})", d,
+                        (f'compress.up={{ id = "topk", rho = {rho}, error_feedback = true }}',)))
+    for d, cols in ((256, 51), (1024, 204)):
+        out.append(Spec(f"countsketch_d{d}", "jobs/igc_countsketch.toml",
+                        f"count sketch / FetchSGD (5 x {cols})", d,
+                        (f'compress.up={{ id = "countsketch", rows = 5, cols = {cols} }}',)))
+    return out
+
+
+def fedcompress_specs() -> list[Spec]:
+    """METHODS.md 8.3 small target."""
+    return [
+        Spec("fedavg_e10", "jobs/fedcompress_fedavg.toml", "FedAvg, 10 epochs", None,
+             ("train.epochs=10",)),
+        Spec("fedavg_e5", "jobs/fedcompress_fedavg.toml", "FedAvg, 5 epochs (released)", None,
+             ("train.epochs=5",)),
+        Spec("client_clustering", "jobs/client_clustering.toml", "client-only clustering", None),
+        Spec("fedcompress", "jobs/fedcompress.toml", "FedCompress", None),
+    ]
+
+
+SUITES = {"igc": igc_specs, "fedcompress": fedcompress_specs}
+
+
+def run_name(spec: Spec, seed: int) -> str:
+    return f"{spec.name}_s{seed}"
+
+
+def _done(path: Path, rounds: int, seed: int) -> bool:
+    if not path.is_file():
+        return False
+    from fedsqueeze.log import read_run
+    try:
+        run = read_run(path)
+    except Exception:  # noqa: BLE001 - a broken log is simply rerun
+        return False
+    return (run.status["state"] == "completed" and len(run.rounds) == rounds
+            and run.config["fl"]["rounds"] == rounds and run.config["seed"] == seed)
+
+
+def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
+              only: list[str] | None, dry: bool) -> int:
+    folder = out / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    failures = 0
+    for seed in seeds:
+        for spec in SUITES[suite]():
+            if only and spec.name not in only:
+                continue
+            name = run_name(spec, seed)
+            h5 = folder / f"{name}.h5"
+            if _done(h5, rounds, seed):
+                print(f"[skip] {name}: completed log {h5}", flush=True)
+                continue
+            cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks),
+                   sys.executable, "-m", "fedsqueeze", "run", spec.job, "--out", str(folder),
+                   "--name", name, "--no-progress", "--overwrite",
+                   "--set", f"fl.rounds={rounds}", "--set", f"seed={seed}"]
+            for s in spec.sets:
+                cmd += ["--set", s]
+            print(f"[run] {shlex.join(cmd)}", flush=True)
+            if dry:
+                continue
+            t0 = time.time()
+            proc = subprocess.run(cmd, cwd=ROOT)
+            print(f"[{'ok' if proc.returncode == 0 else 'FAILED'}] {name} "
+                  f"({time.time() - t0:.0f} s, exit {proc.returncode})", flush=True)
+            failures += proc.returncode != 0
+    return failures
+
+
+def run_bench(out: Path, seed: int, runs: int) -> int:
+    h5 = out / "fedcompress" / f"fedcompress_s{seed}.h5"
+    cmd = [sys.executable, "benchmarks/fedcompress_inference.py", "--h5", str(h5), "--json",
+           str(out / "fc_inference.json"), "--runs", str(runs)]
+    print(f"[bench] {shlex.join(cmd)}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def _load(folder: Path, specs: list[Spec], seeds: list[int]):
+    from fedsqueeze.log import read_run
+    out = []
+    for spec in specs:
+        for seed in seeds:
+            h5 = folder / f"{run_name(spec, seed)}.h5"
+            if h5.is_file():
+                out.append((spec, seed, read_run(h5)))
+            else:
+                print(f"[missing] {h5}", file=sys.stderr)
+    return out
+
+
+def _frames(run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-message rows of real clients, split into (up, down); bytes = header + payload."""
+    from fedsqueeze.log import schema as S
+    c = run.comm[run.comm["client"] != S.SYSTEM_CLIENT].copy()
+    c["bytes"] = c["header_bytes"].astype(np.int64) + c["payload_bytes"].astype(np.int64)
+    return c[c["direction"] == S.DIRECTION_UP], c[c["direction"] == S.DIRECTION_DOWN]
+
+
+def _fmt(x, spec=",.0f"):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return format(x, spec)
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _acc_at_budget(run, budget: float) -> tuple[float, int]:
+    """Test accuracy after the last round whose cumulative up + down bytes are <= budget."""
+    r = run.rounds
+    cum = (r["bytes_up"].astype(np.int64) + r["bytes_down"].astype(np.int64)).cumsum().to_numpy()
+    ok = np.flatnonzero(cum <= budget)
+    if not ok.size:
+        return math.nan, 0
+    return float(r["test_accuracy"].iloc[ok[-1]]), int(ok[-1]) + 1
+
+
+def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
+    from fedsqueeze.log.summary import dense_bytes, run_metrics
+    runs = _load(out / "igc", igc_specs(), seeds)
+    if not runs:
+        return "(no IGC runs found)\n", pd.DataFrame()
+    rows = []
+    for spec, seed, run in runs:
+        m = run_metrics(run)
+        up, down = _frames(run)
+        acc = run.rounds["test_accuracy"].to_numpy(float)
+        rows.append({
+            "name": spec.name, "label": spec.label, "d": spec.d, "seed": seed,
+            "rounds": len(run.rounds), "state": run.status["state"], "D": run.n_params,
+            "up_msgs": len(up), "up_B_mean": up["bytes"].mean(), "up_B_min": up["bytes"].min(),
+            "up_B_max": up["bytes"].max(),
+            "up_ratio": m["ratio_up"], "paper_ratio_up": m["paper_ratio_up"],
+            "down_B_mean": down["bytes"].mean(), "down_B_min": down["bytes"].min(),
+            "down_B_max": down["bytes"].max(), "down_ratio": m["ratio_down"],
+            "bytes_up": m["bytes_up"], "bytes_down": m["bytes_down"],
+            "bytes_total": m["bytes_total"],
+            "final_acc": acc[-1], "last5_acc": acc[-5:].mean(), "best_acc": acc.max(),
+            "final_test_loss": m["final_test_loss"],
+            "down_full": int(run.rounds["down_full"].sum()) if "down_full" in run.rounds else None,
+            "down_replay": (int(run.rounds["down_replay"].sum())
+                            if "down_replay" in run.rounds else None),
+            "mean_round_s": m["mean_round_s"],
+            "dense_up": dense_bytes(1, run.n_params), "dense_down": dense_bytes(0, run.n_params),
+        })
+    df = pd.DataFrame(rows)
+    D = int(df["D"].iloc[0])
+    R = int(df["rounds"].max())
+    agg = df.groupby(["name"], sort=False).agg(
+        label=("label", "first"), d=("d", "first"), n_seeds=("seed", "nunique"),
+        up_B=("up_B_mean", "mean"), up_min=("up_B_min", "min"), up_max=("up_B_max", "max"),
+        up_ratio=("up_ratio", "mean"), down_B=("down_B_mean", "mean"),
+        down_min=("down_B_min", "min"), down_max=("down_B_max", "max"),
+        down_ratio=("down_ratio", "mean"), total=("bytes_total", "mean"),
+        final=("final_acc", "mean"), final_sd=("final_acc", "std"), last5=("last5_acc", "mean"),
+        best=("best_acc", "mean")).reset_index()
+
+    def bytes_cell(mean, lo, hi):
+        return _fmt(mean) if lo == hi else f"{_fmt(mean)} ({_fmt(lo)}–{_fmt(hi)})"
+
+    nseed = sorted(set(df["seed"]))
+    acc_note = "mean ± sd over seeds " + ", ".join(map(str, nseed)) if len(nseed) > 1 else \
+        f"seed {nseed[0]}"
+    t = pd.DataFrame({
+        "method": agg["label"],
+        "d (matched)": [("–" if pd.isna(v) else int(v)) for v in agg["d"]],
+        "upload B/client/round": [bytes_cell(a, b, c) for a, b, c in
+                                  zip(agg["up_B"], agg["up_min"], agg["up_max"], strict=True)],
+        "upload ratio vs f32": [_fmt(v, ".1f") + "×" for v in agg["up_ratio"]],
+        "download B/client/round": [bytes_cell(a, b, c) for a, b, c in
+                                    zip(agg["down_B"], agg["down_min"], agg["down_max"],
+                                        strict=True)],
+        "download ratio vs f32": [_fmt(v, ".1f") + "×" for v in agg["down_ratio"]],
+        "final acc": [(_fmt(a, ".3f") + ("" if pd.isna(s) else f" ± {s:.3f}"))
+                      for a, s in zip(agg["final"], agg["final_sd"], strict=True)],
+        "mean acc, last 5 rounds": [_fmt(v, ".3f") for v in agg["last5"]],
+        "best acc": [_fmt(v, ".3f") for v in agg["best"]],
+        "total bytes (up + down, MB)": [_fmt(v / 1e6, ".2f") for v in agg["total"]],
+    })
+    # equal total bytes: accuracy of every run within the total budget of each IGC static run
+    budgets = {f"static d = {int(r.d)}": float(r.total) for r in agg.itertuples()
+               if r.name.startswith("igc_static")}
+    eq_rows = []
+    for name, g in df.groupby("name", sort=False):
+        row = {"method": g["label"].iloc[0],
+               "d (matched)": "–" if pd.isna(g["d"].iloc[0]) else int(g["d"].iloc[0])}
+        for bname, b in budgets.items():
+            vals = [_acc_at_budget(run, b) for spec, seed, run in runs if spec.name == name]
+            accs = [v[0] for v in vals]
+            row[f"acc within {b / 1e6:.2f} MB ({bname} total)"] = (
+                "never within budget" if all(math.isnan(a) for a in accs) else
+                f"{np.nanmean(accs):.3f} (round {int(np.mean([v[1] for v in vals]))})")
+        eq_rows.append(row)
+    eq = pd.DataFrame(eq_rows)
+
+    cfg = runs[0][2].config
+    text = [
+        f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
+        f"(D = {D:,}), {cfg['data']['clients']} clients, {cfg['data']['partition']} "
+        f"alpha = {cfg['data']['alpha']}, fraction {cfg['sampling']['fraction']}, "
+        f"{cfg['train']['epochs']} local epoch(s) of {cfg['train']['optimizer']} "
+        f"(batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']}), **{R} rounds**, "
+        f"{acc_note}, `mpiexec -n 3`. Byte columns are measured frame lengths (24-byte header "
+        f"included) from `/comm`, averaged over all messages of the run (min–max in brackets "
+        f"when they vary); ratios are `n_messages × dense / Σ bytes` with dense = "
+        f"{dense_bytes(1, D):,} B up and {dense_bytes(0, D):,} B down (METHODS.md 0.4). "
+        f"Accuracy is centralised test accuracy of the global model ({acc_note}).",
+        "",
+        _md(t),
+        "",
+        "Accuracy at equal total bytes (up + down, all clients): the test accuracy after the "
+        "last round whose cumulative bytes stay within the total of the IGC static run "
+        "(the baselines download a dense model, so they run out of budget early):",
+        "",
+        _md(eq),
+        "",
+    ]
+    return "\n".join(text), df
+
+
+def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
+    runs = _load(out / "fedcompress", fedcompress_specs(), seeds)
+    if not runs:
+        return "(no FedCompress runs found)\n", pd.DataFrame()
+    by = {(s.name, seed): run for s, seed, run in runs}
+    rows = []
+    for spec, seed, run in runs:
+        r = run.rounds
+        D = run.n_params
+        has = lambda c: c in r.columns  # noqa: E731
+        wire = int(r["bytes_up"].sum() + r["bytes_down"].sum())
+        zipb = (int(r["zip_bytes_up"].sum() + r["zip_bytes_down"].sum())
+                if has("zip_bytes_up") else math.nan)
+        row = {"name": spec.name, "label": spec.label, "seed": seed, "rounds": len(r), "D": D,
+               "state": run.status["state"],
+               "bytes_up": int(r["bytes_up"].sum()), "bytes_down": int(r["bytes_down"].sum()),
+               "wire_total": wire, "zip_total": zipb,
+               "zip_up": int(r["zip_bytes_up"].sum()) if has("zip_bytes_up") else math.nan,
+               "zip_down": int(r["zip_bytes_down"].sum()) if has("zip_bytes_down") else math.nan,
+               "final_acc": float(r["test_accuracy"].iloc[-1]),
+               "last5_acc": float(r["test_accuracy"].iloc[-5:].mean()),
+               "best_acc": float(r["test_accuracy"].max()),
+               "teacher_final": (float(r["teacher_test_accuracy"].iloc[-1])
+                                 if has("teacher_test_accuracy") else math.nan),
+               "teacher_last5": (float(r["teacher_test_accuracy"].iloc[-5:].mean())
+                                 if has("teacher_test_accuracy") else math.nan),
+               "model_bytes": int(r["model_bytes"].iloc[-1]) if has("model_bytes") else 4 * D,
+               "model_zip_bytes": (int(r["model_zip_bytes"].iloc[-1])
+                                   if has("model_zip_bytes") else math.nan),
+               "fedavg_model_zip": (float(r["zip_bytes_down"].iloc[-1] / r["n_sampled"].iloc[-1])
+                                    if has("zip_bytes_down") else math.nan),
+               "k_traj": ([int(k) for k in r["k_t"]] if has("k_t") else None),
+               "k_final_next": int(r["k_next"].iloc[-1]) if has("k_next") else None,
+               "mean_round_s": float(r["wall_s"].mean()),
+               "t_distill_mean": float(r["t_distill"].mean()) if has("t_distill") else math.nan,
+               "up_B_msg": float(r["bytes_up"].sum() / r["n_sampled"].sum()),
+               "down_B_msg": float(r["bytes_down"].sum() / r["n_sampled"].sum())}
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    # ratios against FedAvg 10 epochs (project baseline, METHODS.md 3.4 item 7) of the same seed
+    for ref in ("fedavg_e10", "fedavg_e5"):
+        for col, src in (("ccr_wire", "wire_total"), ("ccr_zip", "zip_total"),
+                         ("ccr_up", "bytes_up"), ("ccr_down", "bytes_down"),
+                         ("ccr_zip_up", "zip_up"), ("ccr_zip_down", "zip_down")):
+            df[f"{col}_vs_{ref}"] = [_ref_total(by, ref, s, src) / v if v else math.nan
+                                     for s, v in zip(df["seed"], df[src], strict=True)]
+    df["mcr_wire"] = 4 * df["D"] / df["model_bytes"]
+    zref = {s: by[("fedavg_e10", s)].rounds for s in seeds if ("fedavg_e10", s) in by}
+    df["mcr_zip"] = [(float(zref[s]["zip_bytes_down"].iloc[-1] / zref[s]["n_sampled"].iloc[-1])
+                      / z) if s in zref and z == z else math.nan
+                     for s, z in zip(df["seed"], df["model_zip_bytes"], strict=True)]
+
+    agg = df.groupby("name", sort=False).mean(numeric_only=True).reset_index()
+    labels = dict(zip(df["name"], df["label"], strict=False))
+    R = int(df["rounds"].max())
+    nseed = sorted(set(df["seed"]))
+    seed_note = f"seed {nseed[0]}" if len(nseed) == 1 else f"mean over seeds {nseed}"
+
+    def ratio(v):
+        return _fmt(v, ".2f") + "×"
+
+    main = pd.DataFrame({
+        "method": [labels[n] for n in agg["name"]],
+        "up B/client/round": [_fmt(v) for v in agg["up_B_msg"]],
+        "down B/client/round": [_fmt(v) for v in agg["down_B_msg"]],
+        "CCR wire (up+down)": [ratio(v) for v in agg["ccr_wire_vs_fedavg_e10"]],
+        "CCR wire up / down": [f"{ratio(a)} / {ratio(b)}" for a, b in
+                               zip(agg["ccr_up_vs_fedavg_e10"], agg["ccr_down_vs_fedavg_e10"],
+                                   strict=True)],
+        "CCR zip (up+down)": [ratio(v) for v in agg["ccr_zip_vs_fedavg_e10"]],
+        "CCR zip up / down": [f"{ratio(a)} / {ratio(b)}" for a, b in
+                              zip(agg["ccr_zip_up_vs_fedavg_e10"],
+                                  agg["ccr_zip_down_vs_fedavg_e10"], strict=True)],
+        "final model B (wire)": [_fmt(v) for v in agg["model_bytes"]],
+        "MCR wire": [ratio(v) for v in agg["mcr_wire"]],
+        "final model B (zip)": [_fmt(v) for v in agg["model_zip_bytes"]],
+        "MCR zip": [ratio(v) for v in agg["mcr_zip"]],
+        "final acc (student / global)": [_fmt(v, ".3f") for v in agg["final_acc"]],
+        "acc last 5 rounds": [_fmt(v, ".3f") for v in agg["last5_acc"]],
+        "final teacher acc": [_fmt(v, ".3f") for v in agg["teacher_final"]],
+        "teacher last 5": [_fmt(v, ".3f") for v in agg["teacher_last5"]],
+    })
+    vs5 = pd.DataFrame({
+        "method": [labels[n] for n in agg["name"]],
+        "CCR wire vs FedAvg 5 ep": [ratio(v) for v in agg["ccr_wire_vs_fedavg_e5"]],
+        "CCR zip vs FedAvg 5 ep": [ratio(v) for v in agg["ccr_zip_vs_fedavg_e5"]],
+        "mean s/round": [_fmt(v, ".1f") for v in agg["mean_round_s"]],
+        "mean distillation s/round": [_fmt(v, ".1f") for v in agg["t_distill_mean"]],
+    })
+    ktxt = []
+    for spec, seed, run in runs:
+        if "k_t" in run.rounds:
+            ks = [int(k) for k in run.rounds["k_t"]]
+            changes = [f"k = {ks[0]} from round 0"] + [
+                f"k = {ks[i]} from round {i}" for i in range(1, len(ks)) if ks[i] != ks[i - 1]]
+            ktxt.append(f"- {spec.label}, seed {seed}: " + "; ".join(changes)
+                        + f" (k for the next round after the last: {int(run.rounds['k_next'].iloc[-1])})")
+    cfg = next(run for spec, seed, run in runs if spec.name == "fedcompress").config \
+        if any(s.name == "fedcompress" for s, _, _ in runs) else runs[0][2].config
+    bench = out / "fc_inference.json"
+    btxt = []
+    if bench.is_file():
+        b = json.loads(bench.read_text())
+        bt = pd.DataFrame({
+            "batch": [r["batch"] for r in b["rows"]],
+            "torch dense µs": [_fmt(r["t_torch_dense_s"] * 1e6, ".1f") for r in b["rows"]],
+            "torch clustered µs": [_fmt(r["t_torch_clustered_s"] * 1e6, ".1f") for r in b["rows"]],
+            "(i) dense-path ratio": [_fmt(r["ratio_dense_path"], ".3f") + "×" for r in b["rows"]],
+            "numba dense µs": [_fmt(r["t_numba_dense_s"] * 1e6, ".1f") for r in b["rows"]],
+            "numba LUT µs": [_fmt(r["t_numba_lut_s"] * 1e6, ".1f") for r in b["rows"]],
+            "(ii) LUT vs numba dense": [_fmt(r["ratio_lut_vs_numba_dense"], ".3f") + "×"
+                                        for r in b["rows"]],
+            "torch dense / LUT": [_fmt(r["ratio_lut_vs_torch_dense"], ".3f") + "×"
+                                  for r in b["rows"]],
+        })
+        btxt = [f"Inference speed (`benchmarks/fedcompress_inference.py`, final FedCompress model "
+                f"of seed {nseed[0]}, clustered tensors k = {b['k']}, median of {b['runs']} runs "
+                f"after {b['warmup']} warm-ups, {b['threads']} thread; ratio = t_dense / "
+                f"t_clustered, > 1 means the clustered model is faster):", "", _md(bt), ""]
+    text = [
+        f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
+        f"(D = {int(df['D'].iloc[0]):,}), {cfg['data']['clients']} clients, "
+        f"{cfg['data']['partition']}, fraction {cfg['sampling']['fraction']}, **{R} rounds** "
+        f"(not the 60 of METHODS.md 8.3; see below), {seed_note}, `mpiexec -n 3`. "
+        "CCR = FedAvg (10 epochs) bytes / method bytes over the same rounds and clients, from "
+        "the measured frames (wire) and from the reference's zip-of-HDF5 size of every message "
+        "(zip); MCR (wire) = 4·D / ME bytes of the final global model; MCR (zip) = zip size of "
+        "the final FedAvg model / zip size of the final model. \"final acc\" is the test "
+        "accuracy of the model the server sends (FedCompress: the distilled, clustered "
+        "student); \"teacher\" is the FedAvg aggregate before distillation (the reference's "
+        "headline accuracy).",
+        "",
+        _md(main),
+        "",
+        _md(vs5),
+        "",
+        "Cluster-count trajectory (`k_t`, the k the clients used in each round):",
+        "",
+        *ktxt,
+        "",
+        *btxt,
+    ]
+    return "\n".join(text), df
+
+
+def _ref_total(by, ref: str, seed: int, src: str) -> float:
+    if (ref, seed) not in by:
+        return math.nan
+    r = by[(ref, seed)].rounds
+    if src == "wire_total":
+        return float(r["bytes_up"].sum() + r["bytes_down"].sum())
+    if src == "zip_total":
+        return float(r["zip_bytes_up"].sum() + r["zip_bytes_down"].sum())
+    return float(r[src.replace("zip_up", "zip_bytes_up").replace("zip_down", "zip_bytes_down")]
+                 .sum())
+
+
+def write_docs(doc: Path, block: str) -> None:
+    text = doc.read_text()
+    body = f"{BEGIN}\n{block.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        a, b = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:a] + body + text[b:]
+    else:
+        text = text.rstrip() + "\n\n## Results\n\n" + body + "\n"
+    doc.write_text(text)
+
+
+def large_model_check() -> str:
+    """Parameter counts of the registry models on the datasets available offline here."""
+    from fedsqueeze.models import build_model
+    from fedsqueeze.models.init import num_params
+    cases = [("mnist_cnn", (1, 8, 8), 10, "digits"), ("femnist_cnn", (1, 8, 8), 10, "digits"),
+             ("mnist_2nn", (1, 40), 10, "mnist1d"), ("mnist_cnn", (1, 28, 28), 10,
+                                                      "MNIST (IDX files, not on this machine)")]
+    try:
+        from fedsqueeze.data.synthetic import CHARS_VOCAB
+        cases.append(("shakespeare_lstm", (32,), len(CHARS_VOCAB) + 1, "chars"))
+    except ImportError:
+        pass
+    rows = []
+    for name, shape, k, data in cases:
+        try:
+            n = num_params(build_model(name, input_shape=shape, num_classes=k, seed=0))
+            rows.append(f"{name} on {data} {shape}: D = {n:,}")
+        except Exception as e:  # noqa: BLE001
+            rows.append(f"{name} on {data} {shape}: cannot be built ({e})")
+    return "; ".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "runs" / "igc_fedcompress"))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a suite's jobs sequentially (mpiexec)")
+    r.add_argument("suite", choices=sorted(SUITES))
+    r.add_argument("--rounds", type=int, required=True)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r.add_argument("--ranks", type=int, default=3)
+    r.add_argument("--only", nargs="+", help="spec names (e.g. igc_static_d256 fedavg)")
+    r.add_argument("--dry-run", action="store_true")
+    b = sub.add_parser("bench", help="inference speed of the final FedCompress model")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--runs", type=int, default=100)
+    t = sub.add_parser("tables", help="build the markdown/CSV tables from the logs")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    t.add_argument("--update-docs", action="store_true")
+    t.add_argument("--notes-igc", help="markdown file appended below the IGC tables")
+    t.add_argument("--notes-fedcompress", help="markdown file appended below the FC tables")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    os.chdir(ROOT)
+    if args.cmd == "run":
+        return int(run_suite(args.suite, out, args.rounds, args.seeds, args.ranks, args.only,
+                             args.dry_run) > 0)
+    if args.cmd == "bench":
+        return run_bench(out, args.seed, args.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    igc_md, igc_df = igc_table(out, args.seeds)
+    igc_md += "\n" + "Models with D >= 1M on the data available offline: " + large_model_check() \
+        + ".\n"
+    fc_md, fc_df = fedcompress_table(out, args.seeds)
+    for name, md, df, notes in (("igc", igc_md, igc_df, args.notes_igc),
+                                ("fedcompress", fc_md, fc_df, args.notes_fedcompress)):
+        if notes:
+            md = md.rstrip() + "\n\n" + Path(notes).read_text().strip() + "\n"
+        (out / f"{name}_results.md").write_text(md)
+        df.to_csv(out / f"{name}_results.csv", index=False)
+        print(md)
+        if args.update_docs:
+            write_docs(ROOT / "docs" / f"{name}.md", md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
