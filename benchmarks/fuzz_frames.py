@@ -502,9 +502,10 @@ def run_frames(target: Target, seed: int, start: int, stop: int, *,
 
 
 # -- multiprocess supervisor (benchmark only) ---------------------------------------------------
-def _worker(conn, heartbeat, seed: int, timeout: float) -> None:  # pragma: no cover - subprocess
+def _worker(conn, heartbeat, seed: int, timeout: float, nice: int
+            ) -> None:  # pragma: no cover - subprocess
     with contextlib.suppress(AttributeError, OSError):
-        os.nice(10)
+        os.nice(nice)
     targets: dict[str, Target] = {}
 
     def beat(i: int) -> None:
@@ -526,7 +527,8 @@ def _worker(conn, heartbeat, seed: int, timeout: float) -> None:  # pragma: no c
 
 
 def supervise(codec_ids: list[str], frames: int, seed: int, jobs: int, chunk: int,
-              timeout: float, kill_after: float, log=print) -> dict[str, Result]:
+              timeout: float, kill_after: float, nice: int = 10, log=print
+              ) -> dict[str, Result]:
     """Run ``frames`` mutants per codec on ``jobs`` processes; a process that dies or stops
     making progress is replaced and its frame is counted as a crash or a hang."""
     import multiprocessing as mp
@@ -541,7 +543,8 @@ def supervise(codec_ids: list[str], frames: int, seed: int, jobs: int, chunk: in
     def spawn() -> dict:
         parent, child = ctx.Pipe()
         hb = ctx.Array("d", 3, lock=False)
-        p = ctx.Process(target=_worker, args=(child, hb, seed, timeout), daemon=True)
+        p = ctx.Process(target=_worker, args=(child, hb, seed, timeout, nice),
+                        daemon=True)
         p.start()
         return {"proc": p, "conn": parent, "hb": hb, "task": None}
 
@@ -647,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frame-timeout", type=float, default=5.0, help="CPU seconds per frame")
     ap.add_argument("--kill-after", type=float, default=60.0,
                     help="wall seconds without progress before a process is killed")
+    ap.add_argument("--nice", type=int, default=10, help="niceness of the fuzzing processes")
     ap.add_argument("--repro", nargs=2, metavar=("CODEC", "INDEX"))
     ap.add_argument("--markdown", help="also write the table to this file")
     a = ap.parse_args(argv)
@@ -659,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fuzzing {len(ids)} codecs x {a.frames} frames, seed {a.seed}, {a.jobs} processes, "
           f"model D = {N_PARAMS}, alloc limit {ALLOC_LIMIT} bytes")
     t0 = time.monotonic()
-    results = supervise(ids, a.frames, a.seed, a.jobs, a.chunk, a.frame_timeout, a.kill_after)
+    results = supervise(ids, a.frames, a.seed, a.jobs, a.chunk, a.frame_timeout, a.kill_after,
+                        a.nice)
     text = table(results)
     print(text)
     print(f"{sum(r.frames for r in results.values())} frames in {time.monotonic() - t0:.0f} s "

@@ -49,10 +49,11 @@ def runs(tmp_path_factory):
     return get
 
 
-def _expected(run, row) -> tuple[int, int]:
-    """``(SPLIT_ACT payload, SPLIT_GRAD payload)`` bytes of one step from the config alone."""
+def _expected(run, sizes, row) -> tuple[int, int]:
+    """``(SPLIT_ACT payload, SPLIT_GRAD payload)`` bytes of one step from the config and the
+    client's sample count alone."""
     cfg, m = run.config, run.config["method"]
-    n = run.partition[int(row.client)].shape[0]
+    n = sizes[int(row.client)]
     b = cfg["train"]["batch_size"]
     B = min(b, n - ((int(row.step) - 1) % -(-n // b)) * b)
     labels = pad4(-(-B * LABEL_BITS // 8))
@@ -76,10 +77,11 @@ def test_every_message_has_the_size_of_its_payload_formula(runs, name):
     acts = c[c["msg_type"] == int(Kind.SPLIT_ACT)]
     grads = c[c["msg_type"] == int(Kind.SPLIT_GRAD)]
     assert len(acts) == len(grads) > 0 and (acts["step"] >= 1).all()
+    sizes = [p.shape[0] for p in r.partition()]
     for row in acts.itertuples():
-        assert row.payload_bytes == _expected(r, row)[0], row
+        assert row.payload_bytes == _expected(r, sizes, row)[0], row
     for row in grads.itertuples():
-        assert row.payload_bytes == _expected(r, row)[1], row
+        assert row.payload_bytes == _expected(r, sizes, row)[1], row
     assert (c.loc[c["msg_type"] == int(Kind.DOWN_MODEL), "payload_bytes"] == 4 * D_C).all()
     assert (c.loc[c["msg_type"] == int(Kind.UP_UPDATE), "payload_bytes"] == 4 + 4 * D_C).all()
 

@@ -2,7 +2,8 @@
 
 Payload (after the FL layer's ``u32 n_i``): ``u32 k | f32[k]`` values in increasing index order.
 Bytes ``4 + 4k`` (D = 4,810, rho = 0.01: 200, i.e. 228 on the wire with header and ``n_i``);
-theoretical bits ``32 k``.
+theoretical bits ``32 k``. Decoded values are scaled by ``D / k`` (unbiased), except with
+``error_feedback = True``, where they are kept as sent (contractive, as error feedback needs).
 
 The index set is not sent. It is the ``k`` indices with the smallest 64-bit Philox keys
 ``(w1 << 32) | w0`` of block ``c0 = index`` (purpose RANDK, ``c1 = c2 = 0``) under the 64-bit
@@ -46,7 +47,8 @@ def randk_indices(n: int, k: int, seed: int) -> np.ndarray:
 class RandK(Compressor):
     """Keep ``k = max(1, ceil(rho D))`` entries at seeded random positions, scaled by ``D / k``.
 
-    Unbiased (variance factor ``D/k - 1``). The positions are regenerated from the seed, so only
+    Unbiased (variance factor ``D/k - 1``); with ``error_feedback`` the values are not scaled
+    (see below). The positions are regenerated from the seed, so only
     the values travel. ``parse`` therefore takes the message seed as a keyword (see the module
     docstring); ``needs_seed`` tells callers so.
 
@@ -58,7 +60,11 @@ class RandK(Compressor):
         Same mask for every client of a round. Only :meth:`message_seed` reads it; the FL layer
         keys ``encode`` and ``parse`` with it.
     error_feedback : bool
-        Whether the FL worker keeps residuals for this codec.
+        Whether the FL worker keeps residuals for this codec. With error feedback the kept
+        values are decoded **unscaled** (the contractive random-k of Stich, Cordonnier, Jaggi,
+        "Sparsified SGD with memory", 2018): the residual ``e <- v - C(v)`` then satisfies
+        ``||e|| <= ||v||``. With the ``D / k`` scaling the residual of every kept coordinate
+        would be ``(1 - D/k) v_j``, growing geometrically over the rounds.
 
     Examples
     --------
@@ -126,7 +132,9 @@ class RandK(Compressor):
         idx = randk_indices(enc.n, k, enc.meta["seed"])
         out[:] = 0.0
         if k:
-            scale = np.float32(enc.n / k)
+            # unbiased D/k scaling; none with error feedback (a scaled random-k is not a
+            # contraction, so the worker's residual would grow without bound)
+            scale = np.float32(1.0 if self.error_feedback else enc.n / k)
             out[idx] = scale * np.frombuffer(enc.sections[1], dtype="<f4", count=k)
         return out
 

@@ -6,9 +6,11 @@ scripts in ``slurm/`` ``exec``. It
 1. skips a run whose HDF5 log already says ``completed`` (a re-submitted sweep re-runs only
    what did not finish);
 2. starts ``<launcher> python -m fedsqueeze run <job> --set ... --out ... --name ...
-   --resume-if-possible``, where the launcher is ``FEDSQUEEZE_LAUNCHER``: ``srun`` (the default
-   inside an allocation; ``srun --mpi=$FEDSQUEEZE_SRUN_MPI``, default pmi2) or ``mpiexec`` (the
-   one beside this Python first, e.g. PyPI MPICH's; the default outside SLURM);
+   --resume-if-possible``, where the launcher is ``FEDSQUEEZE_LAUNCHER``: ``srun``
+   (``srun --mpi=$FEDSQUEEZE_SRUN_MPI``, default pmi2) or ``mpiexec`` (the one beside this
+   Python first, e.g. PyPI MPICH's). ``auto`` (default) picks that bundled ``mpiexec`` when
+   there is one, else ``srun`` inside an allocation, else ``mpiexec`` (see
+   :func:`launcher_command`);
 3. on SIGUSR2, SIGUSR1 or SIGTERM forwards ``FEDSQUEEZE_STOP_SIGNAL`` (default USR1: MPICH's
    ``mpiexec`` and ``srun`` pass it on to every rank, while USR2 would kill ``mpiexec``) and
    waits: the server checkpoints after its current round and exits with code 3;
@@ -63,13 +65,19 @@ def _say(msg: str) -> None:
     print(f"fedsqueeze[{time.strftime('%H:%M:%S')}]: {msg}", file=sys.stderr, flush=True)
 
 
-def _mpiexec(env: Mapping[str, str]) -> str:
+def _bundled_mpiexec(python: str) -> str | None:
+    """The ``mpiexec`` installed with this Python's MPI (PyPI or conda MPICH), if any."""
+    beside = Path(python).parent / "mpiexec"
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+
+
+def _mpiexec(env: Mapping[str, str], python: str) -> str:
     explicit = env.get("FEDSQUEEZE_MPIEXEC")
     if explicit:
         return explicit
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
+    beside = _bundled_mpiexec(python)
+    if beside is not None:
+        return beside
     found = shutil.which("mpiexec")
     if found is None:
         raise ConfigError("FEDSQUEEZE_LAUNCHER=mpiexec but no mpiexec found (pip install mpich, "
@@ -87,16 +95,24 @@ def _is_open_mpi(mpiexec: str) -> bool:
     return "Open MPI" in text or "OpenRTE" in text or "prte" in text.lower()
 
 
-def launcher_command(ranks: int, *, environ: Mapping[str, str] | None = None
-                     ) -> tuple[list[str], dict[str, str]]:
-    """The launcher prefix for ``ranks`` ranks, and extra environment variables for it."""
+def launcher_command(ranks: int, *, environ: Mapping[str, str] | None = None,
+                     python: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The launcher prefix for ``ranks`` ranks, and extra environment variables for it.
+
+    ``auto`` is ``srun`` inside an allocation, unless this Python's environment ships its own
+    ``mpiexec`` (PyPI or conda MPICH), which is then used: it starts its proxies through
+    ``srun`` anyway, and PyPI MPICH 5.0.2 under ``srun --mpi=pmi2`` hung in ``MPI_Init`` when
+    a requeued job (same job id, same PMI job id) started again after its ranks were killed.
+    """
     env = os.environ if environ is None else environ
+    python = python or sys.executable
     slurm = SlurmEnv.from_environ(env)
     kind = env.get("FEDSQUEEZE_LAUNCHER", "auto") or "auto"
     if kind not in LAUNCHERS:
         raise ConfigError(f"FEDSQUEEZE_LAUNCHER={kind!r}: expected one of {', '.join(LAUNCHERS)}")
     if kind == "auto":
-        kind = "srun" if slurm.in_job and shutil.which("srun") else "mpiexec"
+        use_srun = slurm.in_job and shutil.which("srun") and not _bundled_mpiexec(python)
+        kind = "srun" if use_srun else "mpiexec"
     extra = shlex.split(env.get("FEDSQUEEZE_LAUNCHER_ARGS", ""))
     if kind == "srun":
         if not slurm.in_job:
@@ -107,7 +123,7 @@ def launcher_command(ranks: int, *, environ: Mapping[str, str] | None = None
         if slurm.cpus_per_task:  # srun >= 22.05 no longer inherits sbatch's --cpus-per-task
             cmd.append(f"--cpus-per-task={slurm.cpus_per_task}")
         return cmd + extra, {}
-    mpiexec = _mpiexec(env)
+    mpiexec = _mpiexec(env, python)
     add: dict[str, str] = {}
     if _is_open_mpi(mpiexec):  # MPICH oversubscribes by itself; Open MPI 5 needs telling
         add["PRTE_MCA_rmaps_default_mapping_policy"] = ":oversubscribe"

@@ -59,14 +59,13 @@ class SplitStrategy(Strategy):
     # -- prefixes ---------------------------------------------------------------------------
     def begin_round(self, t: int, clients: np.ndarray, n: np.ndarray) -> None:
         self._mean = StreamingMean(self.parts.d_c)
-        self._round_dl = Downlink((self.prefix_w,), 32.0 * self.parts.d_c,
-                                  flags=Flag.FULL_MODEL)
+        self._round_dl = None
 
     def downlink(self, t: int, client: int) -> Downlink:
         """The round's prefix, one object shared by every client (dense float32)."""
         if self._round_dl is None:
-            self.begin_round(t, np.zeros(0, np.int64), np.zeros(0, np.int64))
-        assert self._round_dl is not None
+            self._round_dl = Downlink((self.prefix_w,), 32.0 * self.parts.d_c,
+                                      flags=Flag.FULL_MODEL)
         return self._round_dl
 
     def accumulate_prefix(self, t: int, client: int, n: int, w: np.ndarray) -> dict[str, float]:

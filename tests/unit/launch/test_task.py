@@ -42,20 +42,29 @@ def fakebin(tmp_path, monkeypatch):
     return b
 
 
-def test_auto_outside_slurm_is_mpiexec(fakebin):
-    cmd, extra = launcher_command(3, environ={"FEDSQUEEZE_MPIEXEC": str(fakebin / "mpiexec")})
-    assert cmd == [str(fakebin / "mpiexec"), "-n", "3"] and extra == {}
+def test_auto_outside_slurm_is_mpiexec(fakebin, tmp_path):
+    cmd, extra = launcher_command(3, environ={}, python=str(tmp_path / "python"))
+    assert cmd == [str(fakebin / "mpiexec"), "-n", "3"] and extra == {}  # from PATH
 
 
-def test_auto_inside_slurm_is_srun(fakebin):
+def test_auto_inside_slurm_is_srun_for_a_site_mpi(fakebin, tmp_path):
+    py = str(tmp_path / "site-env" / "python")  # no mpiexec beside it: a module's MPI
     cmd, _ = launcher_command(4, environ={"SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "2",
-                                          "FEDSQUEEZE_LAUNCHER_ARGS": "--exclusive -v"})
+                                          "FEDSQUEEZE_LAUNCHER_ARGS": "--exclusive -v"},
+                              python=py)
     assert cmd == ["srun", "--mpi=pmi2", "--ntasks=4", "--kill-on-bad-exit=1",
                    "--cpus-per-task=2", "--exclusive", "-v"]
 
 
+def test_auto_inside_slurm_prefers_the_bundled_mpiexec(fakebin):
+    # the python in fakebin has an mpiexec beside it (PyPI MPICH's place)
+    cmd, _ = launcher_command(3, environ={"SLURM_JOB_ID": "5"}, python=str(fakebin / "python"))
+    assert cmd == [str(fakebin / "mpiexec"), "-n", "3"]
+
+
 def test_srun_mpi_plugin(fakebin):
-    cmd, _ = launcher_command(2, environ={"SLURM_JOB_ID": "5", "FEDSQUEEZE_SRUN_MPI": "pmix"})
+    cmd, _ = launcher_command(2, environ={"SLURM_JOB_ID": "5", "FEDSQUEEZE_SRUN_MPI": "pmix",
+                                          "FEDSQUEEZE_LAUNCHER": "srun"})
     assert cmd[1] == "--mpi=pmix"
 
 

@@ -22,9 +22,9 @@ from fedsqueeze.fl import protocol as P
 from fedsqueeze.fl.server import Server
 from fedsqueeze.fl.world import build_world
 
-CLIENTS = 6
-
-
+KINDS = ["valid", "no n_i", "codec index", "nan", "truncated", "n_i", "crc"]
+"""What each client sends (rotated per test case)."""
+CLIENTS = len(KINDS) + 1
 class _Log:
     """Stands in for the RunWriter: keeps what the server logs."""
 
@@ -76,10 +76,12 @@ def _uplink(world, c: int, t: int, kind: str) -> np.ndarray:
         return _raw(P.UP_PRE.pack(n) + ok.tobytes()[:-8], t=t, c=c)
     if kind == "n_i":
         return _raw(P.UP_PRE.pack(n + 1) + ok.tobytes(), t=t, c=c)
+    if kind == "crc":  # fails in unpack_frame: logged as frame_rejected, the client is missing
+        f = _raw(P.UP_PRE.pack(n) + ok.tobytes(), t=t, c=c).copy()
+        f[-1] ^= 1
+        return f
     raise ValueError(kind)
 
-
-KINDS = ["valid", "no n_i", "codec index", "nan", "truncated", "n_i"]
 
 
 @pytest.mark.parametrize("rotate", [0, 3])
@@ -102,13 +104,17 @@ def test_hostile_uplinks_are_rejected_logged_and_the_round_completes(world, rota
         w_before = server.strategy.weights.copy()
         row = server.run_round(t)
         n_valid = sum(k == "valid" for k in plan.values())
-        assert (row["n_received"], row["n_rejected"]) == (n_valid, CLIENTS - n_valid)
+        n_crc = sum(k == "crc" for k in plan.values())
+        assert (row["n_received"], row["n_rejected"], row["n_missing"]) == (
+            n_valid, CLIENTS - n_valid - n_crc, n_crc)
         rejected = [e for e in log.events if e[0] == t and e[2] == "update_rejected"]
-        assert len(rejected) == CLIENTS - n_valid
+        assert len(rejected) == CLIENTS - n_valid - n_crc
         for c, k in plan.items():
-            if k != "valid":
+            if k not in ("valid", "crc"):
                 assert any(f"client {c}:" in e[3] for e in rejected), (c, k)
-        # only the valid update moved the model, and it stays finite
+        assert [e for e in log.events if e[0] == t and e[2] == "frame_rejected"
+                and "crc32" in e[3]]
+        # only the valid updates moved the model, and it stays finite
         w = server.strategy.weights
         assert np.isfinite(w).all()
         np.testing.assert_allclose(w - w_before, 1e-3, rtol=1e-4)
