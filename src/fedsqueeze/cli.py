@@ -1,4 +1,4 @@
-"""Command line: ``python -m fedsqueeze run|info|report|status|sweep|sweep-task|list``.
+"""Command line: ``python -m fedsqueeze run|info|report|status|list|sweep|sweep-task|launch``.
 
 ``run`` is started on every rank by ``mpiexec``/``srun``; rank 0 prints the HDF5 path at the end.
 Config errors are reported before any training starts, naming the key and what is allowed.
@@ -148,12 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
     ls = sub.add_parser("list", help="available codecs and methods")
     ls.set_defaults(func=_cmd_list)
-    try:
-        from .launch import cli_sweep
-    except ImportError:
-        pass
-    else:
-        cli_sweep.add_parsers(sub)
+    from .launch import cli_sweep
+
+    cli_sweep.add_parsers(sub)  # sweep, sweep-task, launch
     return p
 
 

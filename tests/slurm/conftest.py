@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("FEDSQUEEZE_REQUIRE_SLURM") == "1":
-        pytest.fail(f"FEDSQUEEZE_REQUIRE_SLURM=1 but {reason}")
+    # CI (CI=true) must really run SLURM: a failed install fails the suite instead of skipping
+    if os.environ.get("FEDSQUEEZE_REQUIRE_SLURM") == "1" or os.environ.get("CI") == "true":
+        pytest.fail(f"SLURM is required here (CI or FEDSQUEEZE_REQUIRE_SLURM=1) but {reason}")
     pytest.skip(reason)
 
 
