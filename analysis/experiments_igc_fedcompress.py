@@ -230,7 +230,8 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     agg = df.groupby(["name"], sort=False).agg(
         label=("label", "first"), d=("d", "first"), n_seeds=("seed", "nunique"),
         up_B=("up_B_mean", "mean"), up_min=("up_B_min", "min"), up_max=("up_B_max", "max"),
-        up_ratio=("up_ratio", "mean"), down_B=("down_B_mean", "mean"),
+        up_ratio=("up_ratio", "mean"), paper_up=("paper_ratio_up", "mean"),
+        down_B=("down_B_mean", "mean"),
         down_min=("down_B_min", "min"), down_max=("down_B_max", "max"),
         down_ratio=("down_ratio", "mean"), total=("bytes_total", "mean"),
         final=("final_acc", "mean"), final_sd=("final_acc", "std"), last5=("last5_acc", "mean"),
@@ -248,6 +249,7 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         "upload B/client/round": [bytes_cell(a, b, c) for a, b, c in
                                   zip(agg["up_B"], agg["up_min"], agg["up_max"], strict=True)],
         "upload ratio vs f32": [_fmt(v, ".1f") + "×" for v in agg["up_ratio"]],
+        "paper-style up ratio (32D / bits)": [_fmt(v, ".1f") + "×" for v in agg["paper_up"]],
         "download B/client/round": [bytes_cell(a, b, c) for a, b, c in
                                     zip(agg["down_B"], agg["down_min"], agg["down_max"],
                                         strict=True)],
@@ -274,6 +276,10 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         eq_rows.append(row)
     eq = pd.DataFrame(eq_rows)
 
+    tv = df[df["name"].str.startswith("igc_timevarying")]
+    tv_note = "; ".join(
+        f"{r.name} seed {r.seed}: {int(r.down_replay):,} replay and {int(r.down_full):,} full-model "
+        f"downloads" for r in tv.itertuples())
     cfg = runs[0][2].config
     text = [
         f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
@@ -294,6 +300,9 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         "(the baselines download a dense model, so they run out of budget early):",
         "",
         _md(eq),
+        "",
+        f"Time-varying downloads (METHODS.md 2.6, replay or full model, whichever is smaller): "
+        f"{tv_note}." if tv_note else "",
         "",
     ]
     return "\n".join(text), df

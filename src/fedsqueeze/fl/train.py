@@ -102,9 +102,18 @@ class Trainer:
                                weight_decay=c.weight_decay)
 
     def seed_framework(self, client: int, round: int) -> None:
-        """Seed torch's generator for dropout/augmentation from (seed, round, client)."""
-        torch.manual_seed(rng.derive_seed(self.seed, purpose=rng.Purpose.FRAMEWORK_SEED,
-                                          stream=client, round=round) & (2**63 - 1))
+        """Seed torch's generator for dropout/augmentation from (seed, round, client).
+
+        Training runs on the CPU, so only the CPU generator is seeded (what ``torch.manual_seed``
+        does for the CPU). ``torch.manual_seed`` itself also queues a lazy seeding call for
+        every accelerator backend (CUDA, XPU, MTIA) and formats a stack trace for each, which
+        cost more than a small client's training step (benchmarks/profile_round.py).
+        """
+        s = rng.derive_seed(self.seed, purpose=rng.Purpose.FRAMEWORK_SEED, stream=client,
+                            round=round) & (2**63 - 1)
+        torch.default_generator.manual_seed(s)
+        if torch.cuda.is_initialized():  # a model moved to the GPU draws from CUDA generators
+            torch.cuda.manual_seed_all(s)
 
     def train(self, w: np.ndarray, *, client: int, round: int) -> tuple[np.ndarray, dict]:
         """E epochs of mini-batch SGD (or Adam) from ``w``, with the optional FedProx term."""

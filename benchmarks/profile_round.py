@@ -1,0 +1,204 @@
+"""Where the time of a round goes: per-rank timers, cProfile and memory of a real MPI run.
+
+Two uses:
+
+1. As the per-rank wrapper of every MPI benchmark here (``--rank-main``): it runs
+   ``python -m fedsqueeze run ...`` unchanged, with hooks that record, per rank and round, the
+   wall and CPU time of ``Server.run_round`` / ``Worker.round``, the time of every
+   ``Trainer.train`` call (local training), the resident memory, and, when ``FSQ_PROFILE=1``,
+   a cProfile of the whole rank. Results go to ``$FSQ_BENCH_DIR/rank<r>.json`` (and
+   ``rank<r>.prof``). Nothing in the library changes: the hooks wrap methods from outside::
+
+       FSQ_BENCH_DIR=/tmp/b FSQ_PROFILE=1 mpiexec -n 3 python benchmarks/profile_round.py \\
+           --rank-main -- run jobs/quickstart.toml --out /tmp/b --name q --no-progress
+
+2. As a report (default): run a job that way and print the top functions of the server and of
+   one worker by own time and by cumulative time, plus the per-round split::
+
+       python benchmarks/profile_round.py                          # quickstart, 3 ranks
+       python benchmarks/profile_round.py --job jobs/scale_1k.toml --ranks 3 --set fl.rounds=3
+
+The profile counts CPU-bound Python time; waiting shows up as ``time.sleep`` (the transport's
+back-off) and ``improbe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the per-rank wrapper ---------------------------------------------------------------------
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def rank_main(argv: list[str]) -> int:
+    from mpi4py import MPI
+
+    from fedsqueeze import cli
+    from fedsqueeze.fl import server as server_mod
+    from fedsqueeze.fl import train as train_mod
+    from fedsqueeze.fl import worker as worker_mod
+
+    out = Path(os.environ["FSQ_BENCH_DIR"])
+    out.mkdir(parents=True, exist_ok=True)
+    rank = MPI.COMM_WORLD.Get_rank()
+    rec: dict = {"rank": rank, "rounds": [], "train": [], "rss_start_mb": _rss_mb()}
+
+    def timed(cls, name, key):
+        orig = getattr(cls, name)
+
+        def wrapper(self, *a, **kw):
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return orig(self, *a, **kw)
+            finally:
+                t = a[0] if a else kw.get("t", kw.get("task"))
+                t = getattr(t, "round", t)
+                rec[key].append({"round": int(t) if t is not None else -1,
+                                 "wall": time.perf_counter() - w0,
+                                 "cpu": time.process_time() - c0, "rss_mb": _rss_mb()})
+        setattr(cls, name, wrapper)
+
+    timed(server_mod.Server, "run_round", "rounds")
+    timed(worker_mod.Worker, "round", "rounds")
+    orig_train = train_mod.Trainer.train
+
+    def train(self, w, *, client, round):
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return orig_train(self, w, client=client, round=round)
+        finally:
+            rec["train"].append([round, client, time.perf_counter() - w0,
+                                 time.process_time() - c0])
+    train_mod.Trainer.train = train
+    orig_init = server_mod.Server.__init__
+
+    def init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        rec["rss_server_ready_mb"] = _rss_mb()
+    server_mod.Server.__init__ = init
+
+    prof = None
+    if os.environ.get("FSQ_PROFILE"):
+        import cProfile
+
+        prof = cProfile.Profile()
+    c0, w0 = time.process_time(), time.perf_counter()
+    if prof:
+        prof.enable()
+    try:
+        rc = cli.main(argv)
+    finally:
+        if prof:
+            prof.disable()
+            prof.dump_stats(str(out / f"rank{rank}.prof"))
+        rec.update(cpu_total=time.process_time() - c0, wall_total=time.perf_counter() - w0,
+                   maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        (out / f"rank{rank}.json").write_text(json.dumps(rec))
+    return rc
+
+
+# -- launching --------------------------------------------------------------------------------
+def mpi_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
+    return env
+
+
+def mpiexec() -> str:
+    exe = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep
+                       + os.environ.get("PATH", ""))
+    if exe is None:
+        raise SystemExit("mpiexec not found (pip install mpich)")
+    return exe
+
+
+def run_job(job: str, ranks: int, out: Path, name: str, sets: list[str] = (), *,
+            profile: bool = False, timeout: float = 3600) -> dict:
+    """Run ``job`` on ``ranks`` ranks through the wrapper; return ``{"h5", "ranks": [...]}``."""
+    bench = out / f"{name}.bench"
+    shutil.rmtree(bench, ignore_errors=True)
+    cmd = [mpiexec(), "-n", str(ranks), sys.executable, str(Path(__file__).resolve()),
+           "--rank-main", "--", "run", job, "--out", str(out), "--name", name, "--no-progress",
+           "--overwrite"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = mpi_env(FSQ_BENCH_DIR=str(bench), **({"FSQ_PROFILE": "1"} if profile else {}))
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}\n{p.stderr[-4000:]}")
+    recs = [json.loads((bench / f"rank{r}.json").read_text()) for r in range(ranks)]
+    return {"h5": out / f"{name}.h5", "ranks": recs, "bench": bench, "wall": wall,
+            "cmd": " ".join(cmd)}
+
+
+def load_avg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# -- the report -------------------------------------------------------------------------------
+def top(prof: Path, sort: str, n: int) -> list[list]:
+    st = pstats.Stats(str(prof))
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in sorted(
+            st.stats.items(), key=lambda kv: kv[1][2 if sort == "tottime" else 3],
+            reverse=True)[:n]:
+        short = file.split("site-packages/")[-1].split("src/")[-1]
+        rows.append([f"{short}:{line}({func})", nc, f"{tt:.3f}", f"{ct:.3f}"])
+    return rows
+
+
+def main(argv=None) -> int:
+    from tabulate import tabulate
+
+    ap = argparse.ArgumentParser(description="profile a round on every rank")
+    ap.add_argument("--job", default="jobs/quickstart.toml")
+    ap.add_argument("--ranks", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--out", default=None, help="keep the run and profiles here")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsq-prof-"))
+    res = run_job(args.job, args.ranks, out, "prof", args.set, profile=True)
+    from fedsqueeze.log import read_run
+
+    r = read_run(res["h5"])
+    print(f"{args.job} on {args.ranks} ranks ({' '.join(args.set)}); load average {load_avg()}; "
+          f"profiles in {res['bench']}")
+    cols = ["wall_s", "t_train", "t_encode", "t_decode", "t_wait", "t_aggregate", "t_evaluate"]
+    print(tabulate([[c, f"{r.rounds[c].iloc[1:].median():.4f}"] for c in cols],
+                   headers=["/rounds column (median over rounds >= 1)", "s"], tablefmt="github"))
+    for rank in (0, 1):
+        prof = res["bench"] / f"rank{rank}.prof"
+        role = "server" if rank == 0 else "worker 1"
+        for sort in ("tottime", "cumtime"):
+            print(f"\n{role}, top {args.top} by {sort}")
+            print(tabulate(top(prof, sort, args.top), headers=["function", "calls", "own s",
+                                                               "cum s"], tablefmt="github"))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--rank-main":
+        rest = sys.argv[2:]
+        if rest and rest[0] == "--":
+            rest = rest[1:]
+        sys.exit(rank_main(rest))
+    sys.exit(main())
