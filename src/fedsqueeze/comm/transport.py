@@ -9,6 +9,7 @@ unit tests. Nothing here pickles.
 from __future__ import annotations
 
 import collections
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,7 @@ class MPITransport:
     """Frames over an mpi4py communicator (any communicator: WORLD, a Dup, a split)."""
 
     def __init__(self, comm: Any, *, keep_log: bool = False, poll_min: float = 1e-5,
-                 poll_max: float = 2e-3) -> None:
+                 poll_max: float = 1e-3, poll_spin: float = 1e-4) -> None:
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -58,7 +59,9 @@ class MPITransport:
         self.size = comm.Get_size()
         self.counters = _Counters()
         self.keep_log = keep_log
-        self.poll_min, self.poll_max = poll_min, poll_max
+        # waiting: first ``poll_spin`` seconds of Improbe + sched_yield (a reply that is already
+        # on its way costs no sleep), then sleeps from ``poll_min`` doubling up to ``poll_max``
+        self.poll_min, self.poll_max, self.poll_spin = poll_min, poll_max, poll_spin
         self._pending: list[tuple[Any, Any]] = []
 
     # -- sending ----------------------------------------------------------------------------
@@ -124,15 +127,21 @@ class MPITransport:
         status = MPI.Status()
         # improbe + exponential back-off instead of a blocking mprobe: MPICH busy-polls inside
         # blocking calls, which starves the training ranks on oversubscribed nodes.
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        spin_end = now + self.poll_spin
         delay = self.poll_min
         while True:
             msg = self.comm.improbe(source=src, tag=tg, status=status)
             if msg is not None:
                 return msg, status
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 raise TimeoutExpired(
                     f"rank {self.rank}: no message from source {source} (tag {tag}) in {timeout} s")
+            if now < spin_end:
+                os.sched_yield()  # gives the core away, unlike MPICH's blocking busy-poll
+                continue
             time.sleep(delay)
             delay = min(self.poll_max, delay * 2)
 

@@ -23,18 +23,21 @@ float32 values are exact in float64, so a fused multiply-add changes nothing).
 
 Decode: ``v = float32(level) * (N32 / float32(s))``, negated when the sign bit is set.
 
-CPU loop shape (measured on a 2-core AVX-512 node; see ``benchmarks/codecs.py``):
+CPU loop shape (measured on a loaded 2-core AVX-512 node, CPU time; ``benchmarks/codecs.py``):
 
-* When ``bucket % 8 == 0`` (the default 512) each bucket starts on a Philox block and a byte:
-  its norm is computed (the bucket is then in L1), its codes are produced with one scalar scale
-  into a ``uint16`` scratch and packed into the output. Otherwise chunks of :data:`CHUNK`
-  elements get a per-element scale from a scratch array (about 20 % slower).
-* Codes come from :func:`philox4x32_unrolled`, one block per four elements, in a loop over
-  zero-based indices of a slice: LLVM vectorises the ten Philox rounds across eight blocks.
-  (The reference ``kernels.cpu.philox.philox4x32`` with its ``if r > 0`` key bump inside the
-  round loop does not vectorise: about 6x slower per word in such loops.) Offset indices such
-  as ``x[c + j]`` defeat the vectoriser (negative-index wraparound), hence the slices.
-* The two paths are separate functions: one driver holding both compiled measurably worse.
+* When ``bucket % 8 == 0`` (the default 512) and ``w <= 8`` (``s <= 127``), each bucket starts
+  on a Philox block and a byte. Buckets go two at a time: both norms in one vectorised pass
+  (:func:`fedsqueeze.kernels.cpu.lanes.sumsq8_pair`, the :func:`sumsq8` order bit for bit),
+  a prefetch of the buckets two steps ahead, then per bucket one fused loop that draws the
+  Philox words, computes the codes (:func:`qsgd_code_fused`) and writes the packed bytes
+  directly (``w`` = 2, 3, 4, 8 have their own loops; 5, 6, 7 assemble groups of eight codes).
+  No code scratch, no second packing pass.
+* ``w > 8`` keeps codes in a ``uint16`` scratch packed by :func:`pack_bits`; a bucket that is
+  not a multiple of 8 goes by chunks of :data:`CHUNK` elements with per-element scales.
+* Philox (:func:`fedsqueeze.kernels.cpu.philox.philox4x32`, one block per four elements) runs
+  in loops over zero-based indices of slices: LLVM vectorises the ten rounds across eight
+  blocks. Offset indices such as ``x[c + j]`` defeat the vectoriser (negative-index
+  wraparound), hence the slices.
 * ``parallel=True`` (``prange`` over buckets) was no faster on the shared 2-core node.
 
 Scratch buffers come from the caller (``kernels.dispatch``).
@@ -49,22 +52,20 @@ import numpy as np
 
 from ..config import NJIT
 from .bitpack import pack_bits, unpack_bits
+from .lanes import prefetch, sumsq8_lanes, sumsq8_pair
 from .philox import philox4x32
 
-__all__ = ["CHUNK", "philox4x32_unrolled", "sumsq8", "qsgd_code", "qsgd_scale24", "qsgd_value",
-           "bucket_norms", "qsgd_encode", "qsgd_decode", "code_width"]
+__all__ = ["CHUNK", "philox4x32_unrolled", "sumsq8", "qsgd_code", "qsgd_code_fused",
+           "qsgd_scale24", "qsgd_value", "bucket_norms", "qsgd_encode", "qsgd_decode",
+           "code_width"]
 
 CHUNK = 4096
 """Elements per CPU chunk (a multiple of 8, so each chunk starts on a byte boundary)."""
 
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
-_MASK32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 _TWO24 = np.float32(16777216.0)
 _F32_MAX = np.float32(np.finfo(np.float32).max)
+_ONES = np.uint32(0xFFFFFFFF)
+_S8 = np.uint32(8)
 
 
 def code_width(s: int) -> int:
@@ -86,6 +87,22 @@ def qsgd_code(v, scale24, sf24, word):  # pragma: no cover - compiled
     q = np.int64(r)
     up = np.int64((word >> np.uint32(8)) < np.uint32(q & 0xFFFFFF))
     return np.uint16((((q >> 24) + up) << 1) | np.int64(v < 0))
+
+
+@nb.njit(inline="always", **NJIT)
+def qsgd_code_fused(v, scale24, sf24, word):  # pragma: no cover - compiled
+    """:func:`qsgd_code` as an int64, with the rounding comparison folded into an addition.
+
+    With ``q = L 2^24 + f`` (``0 <= f < 2^24``) and ``u = word >> 8``:
+    ``(q >> 24) + [u < f] == (q + (2^24 - 1 - u)) >> 24``, and ``2^24 - 1 - u == ~word >> 8``.
+    Same codes for every input whose bucket norm is finite (tested against :func:`qsgd_code`);
+    fewer vector instructions in the fused CPU loops.
+    """
+    r = abs(v) * scale24
+    if r > sf24:
+        r = sf24
+    base = ((np.int64(r) + np.int64((word ^ _ONES) >> _S8)) >> 24) << 1
+    return base | 1 if v < 0 else base
 
 
 @nb.njit(inline="always", **NJIT)
@@ -167,9 +184,10 @@ def sumsq8(x):  # pragma: no cover - compiled
 def bucket_norms(x, bucket, norms):  # pragma: no cover - compiled
     """``norms[k] = float32(sqrt(sum of squares of bucket k))`` in the :func:`sumsq8` order."""
     n = x.shape[0]
+    acc = np.empty(8, dtype=np.float64)  # scratch, not an output
     for k in range(norms.shape[0]):
         lo = k * bucket
-        norms[k] = np.float32(math.sqrt(sumsq8(x[lo:min(n, lo + bucket)])))
+        norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], acc)))
 
 
 @nb.njit(**NJIT)
@@ -179,7 +197,7 @@ def _codes_scalar(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover 
     z = np.uint32(0)
     m = x.shape[0]
     for b in range(m // 4):
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
         j = 4 * b
         codes[j] = qsgd_code(x[j], scale, sf24, w0)
         codes[j + 1] = qsgd_code(x[j + 1], scale, sf24, w1)
@@ -187,7 +205,7 @@ def _codes_scalar(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover 
         codes[j + 3] = qsgd_code(x[j + 3], scale, sf24, w3)
     j = 4 * (m // 4)
     if j < m:
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
         codes[j] = qsgd_code(x[j], scale, sf24, w0)
         if j + 1 < m:
             codes[j + 1] = qsgd_code(x[j + 1], scale, sf24, w1)
@@ -201,7 +219,7 @@ def _codes_array(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover -
     z = np.uint32(0)
     m = x.shape[0]
     for b in range(m // 4):
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
         j = 4 * b
         codes[j] = qsgd_code(x[j], scale[j], sf24, w0)
         codes[j + 1] = qsgd_code(x[j + 1], scale[j + 1], sf24, w1)
@@ -209,7 +227,7 @@ def _codes_array(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover -
         codes[j + 3] = qsgd_code(x[j + 3], scale[j + 3], sf24, w3)
     j = 4 * (m // 4)
     if j < m:
-        w0, w1, w2, w3 = philox4x32_unrolled(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
         codes[j] = qsgd_code(x[j], scale[j], sf24, w0)
         if j + 1 < m:
             codes[j + 1] = qsgd_code(x[j + 1], scale[j + 1], sf24, w1)
@@ -217,17 +235,146 @@ def _codes_array(x, blk0, scale, sf24, k0, k1, c3, codes):  # pragma: no cover -
             codes[j + 2] = qsgd_code(x[j + 2], scale[j + 2], sf24, w2)
 
 
+# -- fused codes + packing for w <= 8: x is a slice of 8 g elements starting on Philox block
+#    blk0 and on byte 0 of out; element 4b + k uses word k of block blk0 + b -----------------
+@nb.njit(**NJIT)
+def _packed_w2(x, blk0, sc, sf24, k0, k1, c3, out):  # pragma: no cover - compiled
+    z = np.uint32(0)
+    for b in range(x.shape[0] // 4):
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        j = 4 * b
+        out[b] = np.uint8(qsgd_code_fused(x[j], sc, sf24, w0)
+                          | (qsgd_code_fused(x[j + 1], sc, sf24, w1) << 2)
+                          | (qsgd_code_fused(x[j + 2], sc, sf24, w2) << 4)
+                          | (qsgd_code_fused(x[j + 3], sc, sf24, w3) << 6))
+
+
+@nb.njit(**NJIT)
+def _packed_w4(x, blk0, sc, sf24, k0, k1, c3, out):  # pragma: no cover - compiled
+    z = np.uint32(0)
+    for b in range(x.shape[0] // 4):
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        j = 4 * b
+        out[2 * b] = np.uint8(qsgd_code_fused(x[j], sc, sf24, w0)
+                              | (qsgd_code_fused(x[j + 1], sc, sf24, w1) << 4))
+        out[2 * b + 1] = np.uint8(qsgd_code_fused(x[j + 2], sc, sf24, w2)
+                                  | (qsgd_code_fused(x[j + 3], sc, sf24, w3) << 4))
+
+
+@nb.njit(**NJIT)
+def _packed_w8(x, blk0, sc, sf24, k0, k1, c3, out):  # pragma: no cover - compiled
+    z = np.uint32(0)
+    for b in range(x.shape[0] // 4):
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        j = 4 * b
+        out[j] = np.uint8(qsgd_code_fused(x[j], sc, sf24, w0))
+        out[j + 1] = np.uint8(qsgd_code_fused(x[j + 1], sc, sf24, w1))
+        out[j + 2] = np.uint8(qsgd_code_fused(x[j + 2], sc, sf24, w2))
+        out[j + 3] = np.uint8(qsgd_code_fused(x[j + 3], sc, sf24, w3))
+
+
+@nb.njit(inline="always", **NJIT)
+def _group8(x, j, sc, sf24, w, a0, a1, a2, a3, b0, b1, b2, b3):  # pragma: no cover - compiled
+    # codes of x[j:j+8] (words a* then b*) packed LSB first into the low 8w bits of an int64
+    return (qsgd_code_fused(x[j], sc, sf24, a0)
+            | (qsgd_code_fused(x[j + 1], sc, sf24, a1) << w)
+            | (qsgd_code_fused(x[j + 2], sc, sf24, a2) << (2 * w))
+            | (qsgd_code_fused(x[j + 3], sc, sf24, a3) << (3 * w))
+            | (qsgd_code_fused(x[j + 4], sc, sf24, b0) << (4 * w))
+            | (qsgd_code_fused(x[j + 5], sc, sf24, b1) << (5 * w))
+            | (qsgd_code_fused(x[j + 6], sc, sf24, b2) << (6 * w))
+            | (qsgd_code_fused(x[j + 7], sc, sf24, b3) << (7 * w)))
+
+
+@nb.njit(**NJIT)
+def _packed_w3(x, blk0, sc, sf24, k0, k1, c3, out):  # pragma: no cover - compiled
+    z = np.uint32(0)
+    for g in range(x.shape[0] // 8):
+        a0, a1, a2, a3 = philox4x32(np.uint32(blk0 + 2 * g), z, z, c3, k0, k1)
+        b0, b1, b2, b3 = philox4x32(np.uint32(blk0 + 2 * g + 1), z, z, c3, k0, k1)
+        acc = _group8(x, 8 * g, sc, sf24, 3, a0, a1, a2, a3, b0, b1, b2, b3)
+        out[3 * g] = np.uint8(acc & 0xFF)
+        out[3 * g + 1] = np.uint8((acc >> 8) & 0xFF)
+        out[3 * g + 2] = np.uint8((acc >> 16) & 0xFF)
+
+
+@nb.njit(**NJIT)
+def _packed_wide(x, blk0, sc, sf24, k0, k1, c3, w, out):  # pragma: no cover - compiled
+    # w in 5..8: eight codes fill exactly w bytes
+    z = np.uint32(0)
+    for g in range(x.shape[0] // 8):
+        a0, a1, a2, a3 = philox4x32(np.uint32(blk0 + 2 * g), z, z, c3, k0, k1)
+        b0, b1, b2, b3 = philox4x32(np.uint32(blk0 + 2 * g + 1), z, z, c3, k0, k1)
+        acc = _group8(x, 8 * g, sc, sf24, w, a0, a1, a2, a3, b0, b1, b2, b3)
+        for t in range(w):
+            out[w * g + t] = np.uint8((acc >> (8 * t)) & 0xFF)
+
+
+@nb.njit(**NJIT)
+def _packed_codes(x, blk0, sc, sf24, k0, k1, c3, w, out, code_scr):  # pragma: no cover
+    # codes of the slice x (first element: word 0 of block blk0, bit 0 of out[0]), w <= 8
+    m = x.shape[0]
+    m8 = m - m % 8
+    xm = x[:m8]
+    if w == 4:
+        _packed_w4(xm, blk0, sc, sf24, k0, k1, c3, out)
+    elif w == 3:
+        _packed_w3(xm, blk0, sc, sf24, k0, k1, c3, out)
+    elif w == 2:
+        _packed_w2(xm, blk0, sc, sf24, k0, k1, c3, out)
+    elif w == 8:
+        _packed_w8(xm, blk0, sc, sf24, k0, k1, c3, out)
+    else:
+        _packed_wide(xm, blk0, sc, sf24, k0, k1, c3, w, out)
+    if m8 < m:  # at most 7 codes left (the end of the vector): via the scratch
+        _codes_scalar(x[m8:], blk0 + m8 // 4, sc, sf24, k0, k1, c3, code_scr)
+        pack_bits(code_scr[:m - m8], w, out[(m8 * w) // 8:])
+
+
+@nb.njit(**NJIT)
+def _encode_fused(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
+                  ):  # pragma: no cover - compiled
+    # bucket % 8 == 0 and w <= 8: buckets in pairs (norms), each coded and packed in one loop
+    n = x.shape[0]
+    nb_ = norms.shape[0]
+    full = n // bucket
+    sf24 = sf * _TWO24
+    acc = np.empty(16, dtype=np.float64)  # scratch, not an output
+    ax = acc[:8]
+    ay = acc[8:]
+    k = 0
+    while k < nb_:
+        lo = k * bucket
+        if k + 1 < full:
+            s0, s1 = sumsq8_pair(x[lo:lo + bucket], x[lo + bucket:lo + 2 * bucket], ax, ay)
+            norms[k] = np.float32(math.sqrt(s0))
+            norms[k + 1] = np.float32(math.sqrt(s1))
+            cnt = 2
+        else:
+            norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], ax)))
+            cnt = 1
+        for p in range(lo + 2 * bucket, min(n, lo + (2 + cnt) * bucket), 16):
+            prefetch(x, p)  # the next pair's 64-byte lines, while this pair is coded
+        for kk in range(k, k + cnt):
+            a = kk * bucket
+            e = min(n, a + bucket)
+            _packed_codes(x[a:e], a // 4, qsgd_scale24(norms[kk], sf), sf24, k0, k1, c3, w,
+                          out[(a * w) // 8:], code_scr)
+        k += cnt
+
+
 @nb.njit(**NJIT)
 def _encode_by_bucket(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
                       ):  # pragma: no cover - compiled
-    # bucket % 8 == 0: every bucket starts on a Philox block and a byte; one scalar scale each
+    # bucket % 8 == 0, w > 8: every bucket starts on a Philox block and a byte; one scalar scale
     n = x.shape[0]
     ch = code_scr.shape[0]
     sf24 = sf * _TWO24
+    acc = np.empty(8, dtype=np.float64)  # scratch, not an output
     for k in range(norms.shape[0]):
         lo = k * bucket
         hi = min(n, lo + bucket)
-        nk = np.float32(math.sqrt(sumsq8(x[lo:hi])))
+        nk = np.float32(math.sqrt(sumsq8_lanes(x[lo:hi], acc)))
         norms[k] = nk
         sc = qsgd_scale24(nk, sf)
         for c in range(lo, hi, ch):
@@ -243,13 +390,14 @@ def _encode_by_chunk(x, bucket, w, sf, k0, k1, c3, norms, out, scale_scr, code_s
     n = x.shape[0]
     ch = code_scr.shape[0]
     sf24 = sf * _TWO24
+    acc = np.empty(8, dtype=np.float64)  # scratch, not an output
     done = 0  # buckets whose norm is known
     for c in range(0, n, ch):
         m = min(ch, n - c)
         last = (c + m - 1) // bucket
         while done <= last:
             lo = done * bucket
-            norms[done] = np.float32(math.sqrt(sumsq8(x[lo:min(n, lo + bucket)])))
+            norms[done] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], acc)))
             done += 1
         for k in range(c // bucket, last + 1):
             sc = qsgd_scale24(norms[k], sf)
@@ -264,13 +412,18 @@ def qsgd_encode(x, params, norms, out, scale_scr, code_scr):  # pragma: no cover
     """Bucket norms into ``norms`` (f32) and packed codes into ``out`` (u8).
 
     ``params = (s, bucket, width, k0, k1, c3)``; scratch: ``scale_scr`` f32 and ``code_scr``
-    u16 of the same length, a multiple of 8 (:data:`CHUNK`). When ``bucket % 8 == 0`` every
-    bucket starts on a Philox block and a byte boundary and is coded piece by piece with one
-    scalar scale; otherwise chunks of the input get a per-element scale from ``scale_scr``.
+    u16 of the same length, a multiple of 8 (:data:`CHUNK`). Writes every byte of
+    ``ceil(n * width / 8)`` (padding bits 0). When ``bucket % 8 == 0`` every bucket starts on a
+    Philox block and a byte boundary and is coded with one scalar scale (fused with the
+    packing when ``width <= 8``); otherwise chunks of the input get a per-element scale from
+    ``scale_scr``.
     """
     s, bucket, w, k0, k1, c3 = params
     sf = np.float32(s)
-    if bucket % 8 == 0:
+    if bucket % 8 == 0 and w <= 8:
+        _encode_fused(x, bucket, w, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms,
+                      out, code_scr)
+    elif bucket % 8 == 0:
         _encode_by_bucket(x, bucket, w, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms,
                           out, code_scr)
     else:
