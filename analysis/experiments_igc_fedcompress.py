@@ -278,8 +278,8 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
 
     tv = df[df["name"].str.startswith("igc_timevarying")]
     tv_note = "; ".join(
-        f"{r.name} seed {r.seed}: {int(r.down_replay):,} replay and {int(r.down_full):,} full-model "
-        f"downloads" for r in tv.itertuples())
+        f"{r.name} seed {r.seed}: {int(r.down_replay):,} replay and "
+        f"{int(r.down_full):,} full-model downloads" for r in tv.itertuples())
     cfg = runs[0][2].config
     text = [
         f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
@@ -317,7 +317,10 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     for spec, seed, run in runs:
         r = run.rounds
         D = run.n_params
-        has = lambda c: c in r.columns  # noqa: E731
+        cols = set(r.columns)
+
+        def has(c: str, cols: set = cols) -> bool:
+            return c in cols
         wire = int(r["bytes_up"].sum() + r["bytes_down"].sum())
         zipb = (int(r["zip_bytes_up"].sum() + r["zip_bytes_down"].sum())
                 if has("zip_bytes_up") else math.nan)
@@ -335,8 +338,10 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                "teacher_last5": (float(r["teacher_test_accuracy"].iloc[-5:].mean())
                                  if has("teacher_test_accuracy") else math.nan),
                "model_bytes": int(r["model_bytes"].iloc[-1]) if has("model_bytes") else 4 * D,
-               "model_zip_bytes": (int(r["model_zip_bytes"].iloc[-1])
-                                   if has("model_zip_bytes") else math.nan),
+               "model_zip_bytes": (int(r["model_zip_bytes"].iloc[-1]) if has("model_zip_bytes")
+                                   else float(r["zip_bytes_down"].iloc[-1]
+                                              / r["n_sampled"].iloc[-1])
+                                   if has("zip_bytes_down") else math.nan),
                "fedavg_model_zip": (float(r["zip_bytes_down"].iloc[-1] / r["n_sampled"].iloc[-1])
                                     if has("zip_bytes_down") else math.nan),
                "k_traj": ([int(k) for k in r["k_t"]] if has("k_t") else None),
@@ -352,8 +357,9 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         for col, src in (("ccr_wire", "wire_total"), ("ccr_zip", "zip_total"),
                          ("ccr_up", "bytes_up"), ("ccr_down", "bytes_down"),
                          ("ccr_zip_up", "zip_up"), ("ccr_zip_down", "zip_down")):
-            df[f"{col}_vs_{ref}"] = [_ref_total(by, ref, s, src) / v if v else math.nan
-                                     for s, v in zip(df["seed"], df[src], strict=True)]
+            df[f"{col}_vs_{ref}"] = [
+                _ref_total(by, ref, s, src, by[(n, s)].rounds["round"]) / v if v else math.nan
+                for n, s, v in zip(df["name"], df["seed"], df[src], strict=True)]
     df["mcr_wire"] = 4 * df["D"] / df["model_bytes"]
     zref = {s: by[("fedavg_e10", s)].rounds for s in seeds if ("fedavg_e10", s) in by}
     df["mcr_zip"] = [(float(zref[s]["zip_bytes_down"].iloc[-1] / zref[s]["n_sampled"].iloc[-1])
@@ -361,7 +367,9 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                      for s, z in zip(df["seed"], df["model_zip_bytes"], strict=True)]
 
     agg = df.groupby("name", sort=False).mean(numeric_only=True).reset_index()
-    labels = dict(zip(df["name"], df["label"], strict=False))
+    labels = {n: lab + ("" if st == "completed" else f" ({st}, {nr} rounds)")
+              for n, lab, st, nr in zip(df["name"], df["label"], df["state"], df["rounds"],
+                                        strict=True)}
     R = int(df["rounds"].max())
     nseed = sorted(set(df["seed"]))
     seed_note = f"seed {nseed[0]}" if len(nseed) == 1 else f"mean over seeds {nseed}"
@@ -403,8 +411,9 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
             ks = [int(k) for k in run.rounds["k_t"]]
             changes = [f"k = {ks[0]} from round 0"] + [
                 f"k = {ks[i]} from round {i}" for i in range(1, len(ks)) if ks[i] != ks[i - 1]]
+            k_after = int(run.rounds["k_next"].iloc[-1])
             ktxt.append(f"- {spec.label}, seed {seed}: " + "; ".join(changes)
-                        + f" (k for the next round after the last: {int(run.rounds['k_next'].iloc[-1])})")
+                        + f" (k for the next round after the last: {k_after})")
     cfg = next(run for spec, seed, run in runs if spec.name == "fedcompress").config \
         if any(s.name == "fedcompress" for s, _, _ in runs) else runs[0][2].config
     bench = out / "fc_inference.json"
@@ -453,10 +462,12 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     return "\n".join(text), df
 
 
-def _ref_total(by, ref: str, seed: int, src: str) -> float:
+def _ref_total(by, ref: str, seed: int, src: str, rounds) -> float:
+    """Bytes of the reference run over the rounds ``rounds`` (those of the compared run)."""
     if (ref, seed) not in by:
         return math.nan
     r = by[(ref, seed)].rounds
+    r = r[r["round"].isin(rounds)]
     if src == "wire_total":
         return float(r["bytes_up"].sum() + r["bytes_down"].sum())
     if src == "zip_total":
