@@ -436,6 +436,7 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                 f"of seed {nseed[0]}, clustered tensors k = {b['k']}, median of {b['runs']} runs "
                 f"after {b['warmup']} warm-ups, {b['threads']} thread; ratio = t_dense / "
                 f"t_clustered, > 1 means the clustered model is faster):", "", _md(bt), ""]
+    summary = _fc_summary(agg, out / "fc_inference.json")
     text = [
         f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
         f"(D = {int(df['D'].iloc[0]):,}), {cfg['data']['clients']} clients, "
@@ -449,6 +450,10 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         "student); \"teacher\" is the FedAvg aggregate before distillation (the reference's "
         "headline accuracy).",
         "",
+        summary,
+        "",
+        "All methods:",
+        "",
         _md(main),
         "",
         _md(vs5),
@@ -460,6 +465,39 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         *btxt,
     ]
     return "\n".join(text), df
+
+
+# [3P summary of the paper, METHODS.md 3 "Claims"; to be verified against its Table 1]
+PAPER = {"ccr": 4.5, "mcr": 4.14, "speed": 1.15}
+
+
+def _fc_summary(agg: pd.DataFrame, bench: Path) -> str:
+    """FedCompress against FedAvg (10 epochs) next to the paper's figures."""
+    rows = agg.set_index("name")
+    if "fedcompress" not in rows.index or "fedavg_e10" not in rows.index:
+        return "(FedCompress or FedAvg run missing: no summary)"
+    fc, fa = rows.loc["fedcompress"], rows.loc["fedavg_e10"]
+    speed = "not measured"
+    if bench.is_file():
+        b = json.loads(bench.read_text())
+        speed = "; ".join(
+            f"batch {r['batch']}: dense path {r['ratio_dense_path']:.2f}×, LUT vs Numba dense "
+            f"{r['ratio_lut_vs_numba_dense']:.2f}×, LUT vs torch dense "
+            f"{r['ratio_lut_vs_torch_dense']:.2f}×" for r in b["rows"])
+    t = pd.DataFrame({
+        "quantity": ["CCR (both directions) vs FedAvg 10 ep", "MCR (final model)",
+                     "inference speed ratio", "accuracy (mean of the last 5 rounds)"],
+        "paper (3P summary, unverified)": [f"≈ {PAPER['ccr']}×", f"≈ {PAPER['mcr']}×",
+                                           f"up to {PAPER['speed']}×",
+                                           "negligible loss vs FedAvg"],
+        "measured, wire": [f"{fc['ccr_wire_vs_fedavg_e10']:.2f}×", f"{fc['mcr_wire']:.2f}×",
+                           speed, f"student {fc['last5_acc']:.3f}, teacher "
+                           f"{fc['teacher_last5']:.3f} vs FedAvg {fa['last5_acc']:.3f} "
+                           f"({100 * (fc['last5_acc'] - fa['last5_acc']):+.1f} pp)"],
+        "measured, zip (reference metric)": [f"{fc['ccr_zip_vs_fedavg_e10']:.2f}×",
+                                             f"{fc['mcr_zip']:.2f}×", "–", "–"],
+    })
+    return "FedCompress against FedAvg (10 local epochs), next to the paper:\n\n" + _md(t)
 
 
 def _ref_total(by, ref: str, seed: int, src: str, rounds) -> float:

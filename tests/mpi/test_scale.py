@@ -31,7 +31,7 @@ def test_1000_clients_with_disk_state(tmp_path):
         (folder / f).stat().st_size for f in files)
     # both workers trained clients: the LPT schedule spread the sampled clients
     assert set(r.clients["rank"]) == {1, 2}
-    parts = r.partition  # /partition holds all 1,000 clients; /clients sizes agree with it
+    parts = r.partition()  # /partition holds all 1,000 clients; /clients sizes agree with it
     assert len(parts) == 1000
     np.testing.assert_array_equal(r.clients["samples"].to_numpy(),
                                   [len(parts[c]) for c in r.clients["client"]])

@@ -310,7 +310,7 @@ def _packed_wide(x, blk0, sc, sf24, k0, k1, c3, w, out):  # pragma: no cover - c
             out[w * g + t] = np.uint8((acc >> (8 * t)) & 0xFF)
 
 
-@nb.njit(**NJIT)
+@nb.njit(inline="always", **NJIT)
 def _packed_codes(x, blk0, sc, sf24, k0, k1, c3, w, out, code_scr):  # pragma: no cover
     # codes of the slice x (first element: word 0 of block blk0, bit 0 of out[0]), w <= 8
     m = x.shape[0]
