@@ -9,8 +9,9 @@ Prefixes with d_a = 4,096 from the model zoo (every rank runs torch with one thr
 * ``resnet20`` cut ``layer1`` (ResNet split after its first stage) on 3 x 16 x 16: 16 x 16 x 16;
 * ``resnet20`` cut ``stem`` (one conv + BN + ReLU) on 3 x 16 x 16: the cheapest 4,096 prefix.
 
-Timed: the prefix forward (no grad, and forward + backward), GPQ encode from a cold start
-(k-means++) and warm (the previous batch's centroids, the steady state of a client), and decode.
+Timed, in turn so that all see the same machine load: the prefix forward (no grad, and forward
++ backward), GPQ encode from a cold start (k-means++) and warm (the previous batch's centroids,
+the steady state of a client), and decode.
 The encode includes zero padding, transposition, k-means, final assignment and bit packing. On a
 shared machine the median is noisy: the minimum of ``--repeat`` runs is the figure to compare.
 Not part of the test suite::
@@ -36,13 +37,17 @@ PREFIXES = [("femnist_cnn", "conv2", (1, 32, 32)), ("resnet20", "layer1", (3, 16
             ("resnet20", "stem", (3, 16, 16))]
 
 
-def timed(fn, repeat: int) -> dict[str, float]:
-    ts = []
+def timed(fns: dict, repeat: int) -> dict[str, dict[str, float]]:
+    """Run the functions in turn, ``repeat`` rounds, so that all of them see the same machine
+    load; minimum and median per function, in ms."""
+    ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return {"min_ms": 1e3 * min(ts), "median_ms": 1e3 * float(np.median(ts))}
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: {"min_ms": 1e3 * min(v), "median_ms": 1e3 * float(np.median(v))}
+            for k, v in ts.items()}
 
 
 def main() -> None:
@@ -52,7 +57,7 @@ def main() -> None:
     ap.add_argument("--R", type=int, default=1)
     ap.add_argument("--L", type=int, default=16)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -71,14 +76,18 @@ def main() -> None:
             prefix.zero_grad()
             prefix(x).sum().backward()
 
-        with torch.no_grad():
-            fwd = timed(lambda prefix=prefix, x=x: prefix(x), args.repeat)
-        fb = timed(fwd_bwd, args.repeat)
-        cold = timed(lambda z=z: gpq.encode(z, seed=0, client=0, round=0), args.repeat)
+        def fwd(prefix=prefix, x=x):
+            with torch.no_grad():
+                prefix(x)
+
         code, state = gpq.encode(z, seed=0, client=0, round=0)
-        warm = timed(lambda z=z, s=state: gpq.encode(z, seed=0, client=0, round=0, state=s),
-                     args.repeat)
-        dec = timed(lambda c=code: gpq.decode(c), args.repeat)
+        t = timed({"forward": fwd, "forward_backward": fwd_bwd,
+                   "encode_cold": lambda z=z: gpq.encode(z, seed=0, client=0, round=0),
+                   "encode_warm": lambda z=z, s=state: gpq.encode(z, seed=0, client=0, round=0,
+                                                                  state=s),
+                   "decode": lambda c=code: gpq.decode(c)}, args.repeat)
+        fwd, fb, cold, warm, dec = (t[k] for k in ("forward", "forward_backward", "encode_cold",
+                                                   "encode_warm", "decode"))
         row = {"prefix": f"{name}/{cut}", "input": list(shape), "d_a": int(z.shape[1]),
                "forward": fwd, "forward_backward": fb, "encode_cold": cold, "encode_warm": warm,
                "decode": dec, "kmeans_steps": code.kmeans_steps,

@@ -118,6 +118,7 @@ def flower_main(job: str, overrides: list[str], ranks: int) -> dict:
                                    config=ServerConfig(num_rounds=cfg.fl.rounds))
 
     t0 = time.perf_counter()
+    _start_ray(ranks - 1)
     run_simulation(server_app=ServerApp(server_fn=server_fn),
                    client_app=ClientApp(client_fn=client_fn), num_supernodes=n_clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -131,6 +132,24 @@ def flower_main(job: str, overrides: list[str], ranks: int) -> dict:
                                                if r - 1 in times],
             "final_accuracy": marks[-1][2] if marks else float("nan"),
             "rounds": len(rounds)}
+
+
+def _start_ray(num_cpus: int, tries: int = 3) -> None:
+    """``ray.init`` as Flower's Ray backend calls it (which then reuses it), retried: on a
+    loaded machine the raylet can miss Ray's fixed 30 s start-up deadline."""
+    import ray
+
+    pythonpath = os.pathsep.join(sys.path)
+    os.environ["PYTHONPATH"] = pythonpath
+    for i in range(tries):
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, num_cpus=num_cpus,
+                     include_dashboard=False)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on the timeout
+            print(f"ray.init failed ({i + 1}/{tries}): {exc}", file=sys.stderr)
+            ray.shutdown()
+    raise RuntimeError(f"Ray did not start in {tries} tries")
 
 
 # -- the fedsqueeze side ------------------------------------------------------------------------
@@ -182,9 +201,18 @@ def main(argv=None) -> int:
     ap.add_argument("--flower-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     overrides = list(args.set) + ([f"fl.rounds={args.rounds}"] if args.rounds else [])
-    if args.flower_worker:
-        print("FLOWER_RESULT " + json.dumps(flower_main(args.job, overrides, args.ranks)))
-        return 0
+    if args.flower_worker:  # exit hard: a failed simulation leaves non-daemon threads behind
+        try:
+            print("FLOWER_RESULT " + json.dumps(flower_main(args.job, overrides, args.ranks)),
+                  flush=True)
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        sys.stderr.flush()
+        os._exit(0)
     py = flower_python(args.flower_python)
     out = Path(tempfile.mkdtemp(prefix="fsq-vs-flower-"))
     load0 = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -200,8 +228,11 @@ def main(argv=None) -> int:
         cmd = [py, str(Path(__file__).resolve()), "--flower-worker", "--job", args.job,
                "--ranks", str(args.ranks)] + [a for s in overrides for a in ("--set", s)]
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0"))
+        try:
+            p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                               env=dict(os.environ, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0"))
+        except subprocess.TimeoutExpired as exc:
+            p = subprocess.CompletedProcess(cmd, -9, exc.stdout or "", exc.stderr or "")
         line = [x for x in p.stdout.splitlines() if x.startswith("FLOWER_RESULT ")]
         if p.returncode != 0 or not line:
             flw, why = None, f"Flower run failed ({p.returncode}): {p.stderr[-3000:]}"

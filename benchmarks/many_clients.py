@@ -1,6 +1,6 @@
 """Many virtual clients on a few ranks: time, memory, disk and load balance at 1k and 10k clients.
 
-    python benchmarks/many_clients.py                       # jobs/scale_1k.toml, jobs/scale_10k.toml
+    python benchmarks/many_clients.py                # jobs/scale_1k.toml and jobs/scale_10k.toml
     python benchmarks/many_clients.py --ranks 4 --rounds 3
     python benchmarks/many_clients.py --jobs jobs/scale_10k.toml --markdown out.md
 

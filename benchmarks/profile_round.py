@@ -30,6 +30,7 @@ import os
 import pstats
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,12 +71,37 @@ def rank_main(argv: list[str]) -> int:
                 t = a[0] if a else kw.get("t", kw.get("task"))
                 t = getattr(t, "round", t)
                 rec[key].append({"round": int(t) if t is not None else -1,
-                                 "wall": time.perf_counter() - w0,
+                                 "wall": time.perf_counter() - w0, "end": time.perf_counter(),
                                  "cpu": time.process_time() - c0, "rss_mb": _rss_mb()})
         setattr(cls, name, wrapper)
 
     timed(server_mod.Server, "run_round", "rounds")
     timed(worker_mod.Worker, "round", "rounds")
+    # the overlap timeline: when a worker hands an UP_UPDATE to MPI, when the server starts and
+    # ends receiving it, and when a round ends (perf_counter is CLOCK_MONOTONIC: one clock for
+    # every process on the node)
+    from fedsqueeze.comm import transport as transport_mod
+    from fedsqueeze.comm.tags import Kind
+
+    rec["sends"], rec["recvs"] = [], []
+    orig_isend = transport_mod.MPITransport.isend
+
+    def isend(self, dest, tag, frame):
+        n = orig_isend(self, dest, tag, frame)
+        if tag == int(Kind.UP_UPDATE):
+            hdr = bytes(memoryview(frame)[8:16])
+            rec["sends"].append([int.from_bytes(hdr[:4], "little"),
+                                 int.from_bytes(hdr[4:], "little"), time.perf_counter()])
+        return n
+    transport_mod.MPITransport.isend = isend
+    orig_recv_update = server_mod.Server._recv_update
+
+    def recv_update(self, t, c, worker, deadline, timers):
+        t0 = time.perf_counter()
+        got = orig_recv_update(self, t, c, worker, deadline, timers)
+        rec["recvs"].append([int(t), int(c), int(worker), t0, time.perf_counter()])
+        return got
+    server_mod.Server._recv_update = recv_update
     orig_train = train_mod.Trainer.train
 
     def train(self, w, *, client, round):
@@ -157,12 +183,40 @@ def load_avg() -> str:
 def top(prof: Path, sort: str, n: int) -> list[list]:
     st = pstats.Stats(str(prof))
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in sorted(
+    for (file, line, func), (_, nc, tt, ct, _) in sorted(
             st.stats.items(), key=lambda kv: kv[1][2 if sort == "tottime" else 3],
             reverse=True)[:n]:
         short = file.split("site-packages/")[-1].split("src/")[-1]
         rows.append([f"{short}:{line}({func})", nc, f"{tt:.3f}", f"{ct:.3f}"])
     return rows
+
+
+def timeline(ranks: list[dict]) -> list[list]:
+    """Per round: the server's tail after the last upload was sent, and how long frames waited
+    in MPI's queue for the server (it receives in increasing client id across workers)."""
+    sent = {}
+    for rk in ranks[1:]:
+        for t, c, ts in rk["sends"]:
+            sent[(t, c)] = ts
+    ends = {r["round"]: r["end"] for r in ranks[0]["rounds"]}
+    rows = []
+    for t in sorted(ends):
+        recvs = [r for r in ranks[0]["recvs"] if r[0] == t and (t, r[1]) in sent]
+        if not recvs:
+            continue
+        last = max(sent[(t, r[1])] for r in recvs)
+        queued = [max(0.0, r[3] - sent[(t, r[1])]) for r in recvs]
+        latency = [r[4] - sent[(t, r[1])] for r in recvs]
+        rows.append([t, len(recvs), f"{1e3 * (ends[t] - last):.1f}",
+                     f"{1e3 * statistics.median(latency):.2f}", f"{1e3 * max(latency):.1f}",
+                     f"{1e3 * statistics.median(queued):.2f}", f"{1e3 * max(queued):.1f}",
+                     sum(q > 1e-3 for q in queued)])
+    return rows
+
+
+TIMELINE_HEAD = ["round", "uploads", "tail: last upload sent -> round end ms",
+                 "send -> received median ms", "max ms", "queued before the server asked "
+                 "median ms", "max ms", "frames queued > 1 ms"]
 
 
 def main(argv=None) -> int:
@@ -174,9 +228,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", default=None, help="keep the run and profiles here")
+    ap.add_argument("--no-cprofile", action="store_true",
+                    help="timers and timeline only (cProfile slows Python-heavy code ~2x)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsq-prof-"))
-    res = run_job(args.job, args.ranks, out, "prof", args.set, profile=True)
+    res = run_job(args.job, args.ranks, out, "prof", args.set, profile=not args.no_cprofile)
     from fedsqueeze.log import read_run
 
     r = read_run(res["h5"])
@@ -185,7 +241,9 @@ def main(argv=None) -> int:
     cols = ["wall_s", "t_train", "t_encode", "t_decode", "t_wait", "t_aggregate", "t_evaluate"]
     print(tabulate([[c, f"{r.rounds[c].iloc[1:].median():.4f}"] for c in cols],
                    headers=["/rounds column (median over rounds >= 1)", "s"], tablefmt="github"))
-    for rank in (0, 1):
+    print("\noverlap timeline (server receives in increasing client id across workers)")
+    print(tabulate(timeline(res["ranks"]), headers=TIMELINE_HEAD, tablefmt="github"))
+    for rank in () if args.no_cprofile else (0, 1):
         prof = res["bench"] / f"rank{rank}.prof"
         role = "server" if rank == 0 else "worker 1"
         for sort in ("tottime", "cumtime"):

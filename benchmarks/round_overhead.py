@@ -81,7 +81,7 @@ def analyse(res: dict, cfg, repeat_pure: int = 3) -> dict:
 
     run = read_run(res["h5"])
     cl = run.clients[run.clients["status"] == 0]
-    pairs = [(int(t), int(c)) for t, c in zip(cl["round"], cl["client"])]
+    pairs = [(int(t), int(c)) for t, c in zip(cl["round"], cl["client"], strict=True)]
     pure = {}
     for _ in range(repeat_pure):  # keep the fastest of a few passes per round (CPU time)
         for t, (cpu, wall) in pure_training(cfg, pairs).items():
