@@ -91,7 +91,21 @@ def fedcompress_specs() -> list[Spec]:
     ]
 
 
-SUITES = {"igc": igc_specs, "fedcompress": fedcompress_specs}
+def fedcompress_diag_specs() -> list[Spec]:
+    """Diagnostic, not the reference configuration: 10 Lloyd steps after the k-means++ seeding
+    (``method.kmeans_iters = 10``) on the clients and the server, to see how much of the
+    accuracy gap comes from the single-candidate k-means++ seeding (see docs/fedcompress.md)."""
+    return [
+        Spec("client_clustering_lloyd10", "jobs/client_clustering.toml",
+             "client-only clustering, kmeans_iters = 10 (diagnostic)", None,
+             ("method.kmeans_iters=10",)),
+        Spec("fedcompress_lloyd10", "jobs/fedcompress.toml",
+             "FedCompress, kmeans_iters = 10 (diagnostic)", None, ("method.kmeans_iters=10",)),
+    ]
+
+
+SUITES = {"igc": igc_specs, "fedcompress": fedcompress_specs,
+          "fedcompress_diag": fedcompress_diag_specs}
 
 
 def run_name(spec: Spec, seed: int) -> str:
@@ -112,7 +126,7 @@ def _done(path: Path, rounds: int, seed: int) -> bool:
 
 def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
               only: list[str] | None, dry: bool) -> int:
-    folder = out / suite
+    folder = out / suite.removesuffix("_diag")
     folder.mkdir(parents=True, exist_ok=True)
     mpiexec = Path(sys.executable).with_name("mpiexec")
     failures = 0
@@ -143,15 +157,39 @@ def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
 
 
 def run_bench(out: Path, seed: int, runs: int) -> int:
+    """Inference benchmark of the final FedCompress model with its own codebooks.
+
+    ``benchmarks/fedcompress_inference.py`` keeps a tensor's codebook only when it has at most
+    ``--k`` distinct values and otherwise re-clusters it to ``--k`` (default 8); the final model
+    of a run usually has k > 8, so ``--k`` is set to the run's final k (``k_next`` of the last
+    round, at least the largest distinct-value count of a clustered tensor).
+    """
+    from fedsqueeze.log import read_run
+    from fedsqueeze.methods.weight_clustering import model_layout
+
     h5 = out / "fedcompress" / f"fedcompress_s{seed}.h5"
+    run = read_run(h5)
+    k = int(run.rounds["k_next"].iloc[-1])
+    from fedsqueeze.data.datasets import load_dataset
+    from fedsqueeze.models import build_model
+    cfg = run.config
+    ds = load_dataset(cfg["data"]["name"], seed=cfg["seed"], path=cfg["data"]["path"],
+                      **cfg["data"]["options"])
+    model = build_model(cfg["model"]["name"], input_shape=tuple(ds.input_shape),
+                        num_classes=int(ds.num_classes), seed=cfg["seed"])
+    pos, w = 0, run.model
+    for numel, clustered in model_layout(model, cfg["method"].get("cluster_layers", "auto")):
+        if clustered:
+            k = max(k, int(np.unique(w[pos:pos + numel]).size))
+        pos += numel
     cmd = [sys.executable, "benchmarks/fedcompress_inference.py", "--h5", str(h5), "--json",
-           str(out / "fc_inference.json"), "--runs", str(runs)]
+           str(out / "fc_inference.json"), "--runs", str(runs), "--k", str(k)]
     print(f"[bench] {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def _load(folder: Path, specs: list[Spec], seeds: list[int]):
+def _load(folder: Path, specs: list[Spec], seeds: list[int], quiet: bool = False):
     from fedsqueeze.log import read_run
     out = []
     for spec in specs:
@@ -159,7 +197,7 @@ def _load(folder: Path, specs: list[Spec], seeds: list[int]):
             h5 = folder / f"{run_name(spec, seed)}.h5"
             if h5.is_file():
                 out.append((spec, seed, read_run(h5)))
-            else:
+            elif not quiet:
                 print(f"[missing] {h5}", file=sys.stderr)
     return out
 
@@ -310,6 +348,8 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
 
 def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     runs = _load(out / "fedcompress", fedcompress_specs(), seeds)
+    runs += [x for x in _load(out / "fedcompress", fedcompress_diag_specs(), seeds,
+                              quiet=True)]
     if not runs:
         return "(no FedCompress runs found)\n", pd.DataFrame()
     by = {(s.name, seed): run for s, seed, run in runs}
