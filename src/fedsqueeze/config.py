@@ -69,6 +69,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     prox_mu: float = Field(0.0, ge=0)
     max_steps: int | None = Field(None, ge=1)
+    device: Literal["cpu", "auto", "cuda"] = "cpu"
+    """Where client workers train: ``cpu``; ``auto`` = ``cuda:<local rank mod GPUs>`` when
+    CUDA works, else the CPU; ``cuda`` = the same GPU, and an error where there is none.
+    Results are bit-identical across rank counts on the CPU; GPU kernels may differ in the
+    last bits between devices."""
 
 
 class SamplingConfig(_Strict):

@@ -31,7 +31,7 @@ def test_preempt_and_resume_is_bit_identical(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # also closes the pipes of a run that already ended
     assert proc.returncode == 3, err[-3000:]
     interrupted = read_run(tmp_path / "p.h5")
     assert interrupted.status["state"] == "preempted"

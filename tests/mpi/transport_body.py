@@ -22,7 +22,7 @@ def body(comm) -> None:
     sent = 0
     for n in (0, 1, 4096, 1 << 20):
         payload = (np.arange(n, dtype=np.uint32) * (rank + 1)).astype(np.uint8)
-        sent += tx.isend(dest, int(Kind.METRICS), pack_frame(Kind.METRICS, payload, round=n,
+        sent += tx.isend_frame(dest, int(Kind.METRICS), pack_frame(Kind.METRICS, payload, round=n,
                                                              client=rank))
         h, p, s, nbytes = tx.recv_frame(src, int(Kind.METRICS), timeout=60)
         expect = (np.arange(n, dtype=np.uint32) * (src + 1)).astype(np.uint8)
@@ -33,7 +33,7 @@ def body(comm) -> None:
     assert tx.counters.sent_bytes == sent == 4 * HEADER_SIZE + 4 + 4096 + (1 << 20)
     assert tx.counters.recv_bytes == sent
     # a message beyond the receiver's bound is consumed and rejected without a large buffer
-    tx.isend(dest, int(Kind.UP_UPDATE), pack_frame(Kind.UP_UPDATE, bytes(10_000)))
+    tx.isend_frame(dest, int(Kind.UP_UPDATE), pack_frame(Kind.UP_UPDATE, bytes(10_000)))
     try:
         tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60, max_payload=100)
     except WireFormatError:

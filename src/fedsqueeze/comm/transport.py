@@ -74,13 +74,13 @@ class MPITransport:
             c.log.append(SendRecord(dest, tag, n))
         return n
 
-    def send(self, dest: int, tag: int, frame: np.ndarray) -> int:
+    def send_frame(self, dest: int, tag: int, frame: np.ndarray) -> int:
         """Blocking send of one frame; returns the bytes handed to MPI."""
         n = self._count(dest, tag, frame)
         self.comm.Send([frame, n, self.MPI.BYTE], dest=dest, tag=tag)
         return n
 
-    def isend(self, dest: int, tag: int, frame: np.ndarray) -> int:
+    def isend_frame(self, dest: int, tag: int, frame: np.ndarray) -> int:
         """Nonblocking send; the frame is kept alive until :meth:`wait_sends`."""
         n = self._count(dest, tag, frame)
         req = self.comm.Isend([frame, n, self.MPI.BYTE], dest=dest, tag=tag)
@@ -106,7 +106,7 @@ class MPITransport:
         self._pending = keep
 
     def wait_sends(self, timeout: float | None = None) -> None:
-        """Complete every pending :meth:`isend` (raises :class:`TimeoutExpired` after ``timeout``)."""
+        """Complete every pending :meth:`isend_frame` (:class:`TimeoutExpired` after ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self.poll_min
         while self._pending:
@@ -145,7 +145,7 @@ class MPITransport:
             time.sleep(delay)
             delay = min(self.poll_max, delay * 2)
 
-    def recv(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
+    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
              max_bytes: int | None = None) -> tuple[np.ndarray, int, int]:
         """Receive one frame: ``(buffer, source, tag)``. Sized with Mprobe + Get_count first;
         a message longer than ``max_bytes`` is drained and rejected without a large allocation."""
@@ -171,7 +171,7 @@ class MPITransport:
                    max_payload: int | None = None):
         """Receive and validate: ``(header, payload, source, nbytes)``."""
         lim = None if max_payload is None else max_payload + HEADER_SIZE
-        buf, src, _ = self.recv(source, tag, timeout=timeout, max_bytes=lim)
+        buf, src, _ = self.recv_buffer(source, tag, timeout=timeout, max_bytes=lim)
         header, payload = unpack_frame(buf, max_payload=max_payload)
         return header, payload, src, buf.shape[0]
 
@@ -187,19 +187,19 @@ class LoopbackTransport:
     def peer(self, rank: int) -> LoopbackTransport:
         return LoopbackTransport(rank, self.size, self.net)
 
-    def send(self, dest: int, tag: int, frame: np.ndarray) -> int:
+    def send_frame(self, dest: int, tag: int, frame: np.ndarray) -> int:
         n = memoryview(frame).nbytes
         self.counters.sent_bytes += n
         self.counters.sent_msgs += 1
         self.net[dest].append((self.rank, tag, np.array(frame, dtype=np.uint8, copy=True)))
         return n
 
-    isend = send
+    isend_frame = send_frame
 
     def wait_sends(self, timeout: float | None = None) -> None:
         return None
 
-    def recv(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
+    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
              max_bytes: int | None = None):
         q = self.net[self.rank]
         for i, (src, tg, buf) in enumerate(q):
@@ -212,6 +212,6 @@ class LoopbackTransport:
 
     def recv_frame(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout=None,
                    max_payload=None):
-        buf, src, _ = self.recv(source, tag)
+        buf, src, _ = self.recv_buffer(source, tag)
         header, payload = unpack_frame(buf, max_payload=max_payload)
         return header, payload, src, buf.shape[0]

@@ -41,12 +41,13 @@ def _save_checkpoint(server, paths, t: int) -> Path:
 
     ck = paths["ckpt"]
     ck.mkdir(parents=True, exist_ok=True)
-    for w in server.workers:
+    alive = [w for w in server.workers if w not in server.lost]  # fl.on_worker_loss = continue
+    for w in alive:
         task = P.TaskList(P.Cmd.CHECKPOINT, t, np.zeros(0, np.int64), np.zeros(0, np.int64),
                           np.zeros(0, bool), 0)
-        server.tx.send(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(), round=t,
-                                                        client=SYSTEM_CLIENT))
-    for w in server.workers:
+        server.tx.send_frame(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(),
+                                                              round=t, client=SYSTEM_CLIENT))
+    for w in alive:
         server.tx.recv_frame(w, int(Kind.METRICS), timeout=server.cfg.fl.worker_timeout_s)
     if paths["state"].exists():  # the shared disk store of client state
         dst = ck / "client_state"
@@ -55,7 +56,8 @@ def _save_checkpoint(server, paths, t: int) -> Path:
         shutil.copytree(paths["state"], tmp)
         shutil.rmtree(dst, ignore_errors=True)
         os.replace(tmp, dst)
-    _save_server_state(ck, t, server.strategy.state_dict(), server, complete=True)
+    # the client state a lost rank held is gone: such a checkpoint resumes like a partial one
+    _save_server_state(ck, t, server.strategy.state_dict(), server, complete=not server.lost)
     return ck
 
 

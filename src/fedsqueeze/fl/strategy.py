@@ -189,6 +189,9 @@ class ClientProgram:
     stateful: ClassVar[bool] = False
     """True if the program keeps per-client state in ``ctx.store`` beyond error feedback and
     delta downlinks (the worker then picks a disk store when clients move between workers)."""
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    """Where the program's training can run (``train.device``); programs that move tensors
+    through NumPy inside the training loop stay on the CPU."""
 
     def __init__(self, ctx: ClientContext) -> None:
         self.ctx = ctx

@@ -22,8 +22,8 @@ __all__ = ["Trainer", "flat_params", "set_flat_params", "evaluate"]
 def flat_params(model: nn.Module) -> np.ndarray:
     """Trainable parameters in registration order, each row-major, as one float32 vector."""
     with torch.no_grad():
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().astype(
-            np.float32, copy=True)
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu().numpy(
+            ).astype(np.float32, copy=True)
 
 
 def set_flat_params(model: nn.Module, vec: np.ndarray) -> None:
@@ -65,16 +65,26 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 parts: list[np.ndarray], train_cfg: Any, seed: int) -> None:
-        self.model, self.x, self.y, self.parts = model, x, y, parts
+                 parts: list[np.ndarray], train_cfg: Any, seed: int,
+                 device: torch.device | None = None) -> None:
+        self.device = torch.device("cpu") if device is None else device
+        self.model, self.x, self.y, self.parts = model.to(self.device), x, y, parts
         self.cfg, self.seed = train_cfg, seed
+        # the data stays in host memory; each mini-batch is copied to the device
+        self._on_device = self.device.type != "cpu"
+
+    def _to_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._on_device:
+            return xb, yb
+        return (xb.pin_memory().to(self.device, non_blocking=True),
+                yb.pin_memory().to(self.device, non_blocking=True))
 
     def num_samples(self, client: int) -> int:
         return int(self.parts[client].shape[0])
 
     def client_data(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(self.parts[client])
-        return self.x[idx], self.y[idx]
+        return self._to_device(self.x[idx], self.y[idx])
 
     def batches(self, client: int, round: int, epochs: int | None = None,
                 batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,7 +102,7 @@ class Trainer:
                     return
                 j = sel[i:i + b]
                 steps += 1
-                yield self.x[j], self.y[j]
+                yield self._to_device(self.x[j], self.y[j])
 
     def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
         c = self.cfg
@@ -104,8 +114,8 @@ class Trainer:
     def seed_framework(self, client: int, round: int) -> None:
         """Seed torch's generator for dropout/augmentation from (seed, round, client).
 
-        Training runs on the CPU, so only the CPU generator is seeded (what ``torch.manual_seed``
-        does for the CPU). ``torch.manual_seed`` itself also queues a lazy seeding call for
+        The CPU generator is seeded (what ``torch.manual_seed`` does for the CPU), and the CUDA
+        generators once CUDA is in use (``train.device``). ``torch.manual_seed`` itself also queues a lazy seeding call for
         every accelerator backend (CUDA, XPU, MTIA) and formats a stack trace for each, which
         cost more than a small client's training step (benchmarks/profile_round.py).
         """

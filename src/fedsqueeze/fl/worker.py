@@ -13,6 +13,7 @@ import numpy as np
 
 from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
+from ..launch.ranks import training_device
 from . import faults
 from . import protocol as P
 from .state import DiskStore, MemoryStore
@@ -46,8 +47,9 @@ class Worker:
                             dataset=world.dataset)
         self.program = world.program_cls(ctx)
         x, y = world.tensors("train")
+        self.device = training_device(self.cfg.train.device)
         self.trainer = Trainer(world.model_factory(), x, y, world.parts, self.cfg.train,
-                               self.cfg.seed)
+                               self.cfg.seed, device=self.device)
         self.timeout = self.cfg.fl.worker_timeout_s * 4
         self.codec_indices = tuple(range(P.N_CODECS))  # replaced by the SETUP frame's table
 
@@ -79,7 +81,7 @@ class Worker:
         if self.ckpt_dir is not None and isinstance(self.store, MemoryStore):
             self.store.snapshot(self.ckpt_dir / f"rank{self.rank}.state.npz")
         ack = P.json_payload({"checkpoint": t, "rank": self.rank})
-        self.tx.send(0, int(Kind.METRICS), pack_frame(Kind.METRICS, ack, round=t,
+        self.tx.send_frame(0, int(Kind.METRICS), pack_frame(Kind.METRICS, ack, round=t,
                                                       client=SYSTEM_CLIENT))
 
     def round(self, task: P.TaskList, max_down: int) -> None:
@@ -93,7 +95,7 @@ class Worker:
         if prog.uses_control:
             for c in active:
                 sections = prog.control_payload(t, c, self.trainer, starts[c])
-                self.tx.isend(0, int(Kind.UP_CTRL), pack_frame(Kind.UP_CTRL, sections, round=t,
+                self.tx.isend_frame(0, int(Kind.UP_CTRL), pack_frame(Kind.UP_CTRL, sections, round=t,
                                                                client=c))
             for c in active:
                 h, payload = self._recv(Kind.DOWN_CTRL, 1 << 20)
@@ -110,7 +112,7 @@ class Worker:
             up = prog.encode(t, c, update, int(self.world.samples[c]))
             sections = faults.corrupt_payload(up.sections, fault, self.cfg.seed, t, c)
             frame = pack_frame(Kind.UP_UPDATE, sections, round=t, client=c)
-            sent = self.tx.isend(0, int(Kind.UP_UPDATE), frame)
+            sent = self.tx.isend_frame(0, int(Kind.UP_UPDATE), frame)
             t2 = time.perf_counter()
             pad = sum(pad4(memoryview(s).nbytes) - memoryview(s).nbytes for s in up.sections)
             rows.append({"client": c, "loss": float(stats.get("loss", np.nan)),
@@ -121,7 +123,7 @@ class Worker:
         metrics = P.json_payload({"round": t, "rank": self.rank, "clients": rows,
                                   "state_bytes": _nbytes(self.store),
                                   "state_shared": isinstance(self.store, DiskStore)})
-        self.tx.isend(0, int(Kind.METRICS), pack_frame(Kind.METRICS, metrics, round=t,
+        self.tx.isend_frame(0, int(Kind.METRICS), pack_frame(Kind.METRICS, metrics, round=t,
                                                        client=SYSTEM_CLIENT))
         self.tx.wait_sends()
         del starts, downs

@@ -88,6 +88,9 @@ def build_world(cfg: RunConfig) -> World:
     up = _codec(cfg.compress.up, cfg.seed, shapes)
     down = _codec(cfg.compress.down, cfg.seed, shapes)
     strategy_cls, program_cls, options = get_method(cfg.fl.method, cfg.method)
+    if cfg.train.device != "cpu" and "cuda" not in getattr(program_cls, "devices", ("cpu",)):
+        raise ConfigError(f"train.device = {cfg.train.device!r}: method {cfg.fl.method!r} "
+                          "trains on the CPU only; allowed: 'cpu'")
     return World(cfg, ds, parts, samples, model_factory, n_params, w0, up, down, strategy_cls,
                  program_cls, options)
 

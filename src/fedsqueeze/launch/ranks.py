@@ -28,7 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RankInfo", "discover", "local_rank", "world_rank", "world_size", "bind_device"]
+from ..errors import ConfigError
+
+__all__ = ["RankInfo", "discover", "local_rank", "world_rank", "world_size", "bind_device",
+           "training_device"]
 
 
 @dataclass(frozen=True)
@@ -133,4 +136,25 @@ def bind_device(environ: Mapping[str, str] | None = None, *, torch_module: Any =
         return torch.device("cpu")
     dev = torch.device("cuda", local_rank(environ) % n)
     torch.cuda.set_device(dev)
+    return dev
+
+
+def training_device(setting: str, environ: Mapping[str, str] | None = None, *,
+                    torch_module: Any = None) -> Any:
+    """The ``torch.device`` a client worker trains on for ``train.device = setting``.
+
+    ``cpu`` never touches CUDA; ``auto`` is :func:`bind_device`; ``cuda`` is :func:`bind_device`
+    and raises :class:`~fedsqueeze.errors.ConfigError` on a rank that sees no GPU.
+    """
+    torch = torch_module
+    if torch is None:
+        import torch  # noqa: PLC0415 - heavy, and only needed here
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting not in ("auto", "cuda"):
+        raise ConfigError(f"train.device = {setting!r}: expected 'cpu', 'auto' or 'cuda'")
+    dev = bind_device(environ, torch_module=torch)
+    if setting == "cuda" and str(dev) == "cpu":
+        raise ConfigError("train.device = 'cuda': torch sees no CUDA device on rank "
+                          f"{world_rank(environ)} (use 'auto' to fall back to the CPU)")
     return dev

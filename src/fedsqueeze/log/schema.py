@@ -20,7 +20,7 @@ S8 = 8-byte ASCII; every group and dataset also carries the attributes ``encodin
         test_accuracy f64, wall_s f64, t_train f64, t_encode f64, t_decode f64,
         t_wait f64, t_aggregate f64, t_evaluate f64, + method columns
     /clients               table, one row per (round, sampled client)
-        round u32, client u32, rank u32, samples u32, bytes_up u64, bytes_down u64,
+        round u32, client u32, rank i32 (-1: no worker reported), samples u32, bytes_up u64, bytes_down u64,
         local_loss f64, t_train f64, t_encode f64, + method columns
     /comm                  table, one row per message
         round u32, client u32, step u16, direction u8 (0 down, 1 up), msg_type u8,
@@ -117,7 +117,7 @@ TABLES: MappingProxyType[str, ColumnSpec] = MappingProxyType({
         ("t_aggregate", "f8"), ("t_evaluate", "f8"),
     ),
     "clients": _cols(
-        ("round", "u4"), ("client", "u4"), ("rank", "u4"), ("samples", "u4"),
+        ("round", "u4"), ("client", "u4"), ("rank", "i4"), ("samples", "u4"),
         ("bytes_up", "u8"), ("bytes_down", "u8"), ("local_loss", "f8"), ("t_train", "f8"),
         ("t_encode", "f8"),
     ),

@@ -12,7 +12,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedsqueeze.launch.ranks import RankInfo, bind_device, discover, local_rank
+from fedsqueeze.config import load
+from fedsqueeze.errors import ConfigError
+from fedsqueeze.fl.world import build_world
+from fedsqueeze.launch.ranks import (
+    RankInfo,
+    bind_device,
+    discover,
+    local_rank,
+    training_device,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
 
 # the batch script of `sbatch -n 3`: task variables describe the allocation, not this process
 BATCH = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "3",
@@ -117,3 +128,27 @@ def test_discover_matches_mpi_under_mpiexec(tmp_path):
         assert r["launcher"] == "hydra" and r["env"][:2] == r["mpi"]
         assert r["env"][3] == 3 and 0 <= r["env"][2] < 3
     assert sorted(r["env"][2] for r in rows) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("setting", "n_gpus", "expected"), [
+    ("cpu", 2, "cpu"),     # never touches CUDA, even where GPUs exist
+    ("auto", 0, "cpu"),
+    ("auto", 2, "cuda:1"),
+    ("cuda", 4, "cuda:3"),
+])
+def test_training_device(setting, n_gpus, expected):
+    torch = _fake_torch(n_gpus)
+    env = SRUN_PMIX if n_gpus == 4 else SRUN_PMI2
+    assert training_device(setting, env, torch_module=torch) == expected
+    assert torch.chosen == ([] if expected == "cpu" else [expected])
+
+
+def test_training_device_cuda_without_a_gpu_names_the_key():
+    with pytest.raises(ConfigError, match=r"train\.device = 'cuda'.*no CUDA device"):
+        training_device("cuda", SRUN_PMI2, torch_module=_fake_torch(0))
+
+
+def test_a_cpu_only_method_rejects_a_gpu_device():
+    cfg = load(ROOT / "jobs/fedcompress.toml", ['train.device="auto"'])
+    with pytest.raises(ConfigError, match=r"train\.device = 'auto'.*'fedcompress'.*CPU only"):
+        build_world(cfg)

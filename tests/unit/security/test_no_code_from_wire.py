@@ -37,7 +37,6 @@ MPI_PICKLE_METHODS = {
     "bcast", "ibcast", "gather", "igather", "scatter", "iscatter", "allgather", "iallgather",
     "alltoall", "ialltoall", "reduce", "allreduce", "scan", "exscan", "mrecv", "improbe_recv",
 }
-TRANSPORT_NAMES = ("tx", "transport")
 ALLOWED = {
     ("data/datasets.py", "import pickle"):
         "CIFAR-10 ships as Python pickles; read from a local path the user configures "
@@ -59,14 +58,6 @@ def _root_name(node: ast.AST) -> str | None:
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
         node = node.func if isinstance(node, ast.Call) else node.value
     return node.id if isinstance(node, ast.Name) else None
-
-
-def _last_name(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    if isinstance(node, ast.Name):
-        return node.id
-    return None
 
 
 def _dotted(node: ast.AST) -> str:
@@ -156,10 +147,10 @@ class _Scanner(ast.NodeVisitor):
         """Whether ``recv.name(...)`` is known not to be an mpi4py pickle call."""
         if module and not module.startswith("mpi4py"):
             return True  # a function of an imported module (kernels: _pq.gather, _k.gather)
-        if isinstance(recv, ast.Name) and recv.id == "self":
-            return bool(self.classes) and name in self.classes[-1]
-        last = _last_name(recv)
-        return last is not None and (last in TRANSPORT_NAMES or last.endswith("_tx"))
+        # fedsqueeze's transport names its methods send_frame / isend_frame / recv_buffer, so a
+        # lowercase ``send``/``recv`` on any other object is treated as a pickle call
+        return isinstance(recv, ast.Name) and recv.id == "self" and bool(self.classes) \
+            and name in self.classes[-1]
 
 
 def scan_source(text: str, path: str = "<string>") -> list[Finding]:
@@ -220,6 +211,7 @@ BAD = {
     "allreduce": "def f(comm, v):\n    return comm.allreduce(v)\n",
     "mprobe msg.recv": "def f(comm):\n    return comm.mprobe().recv()\n",
     "self.recv not ours": "class A:\n    def f(self):\n        return self.recv()\n",
+    "tx.send": "def f(self, frame):\n    self.tx.send(0, 4, frame)\n",
     "np.load pickle": "import numpy as np\nnp.load(f, allow_pickle=True)\n",
     "np.load pickle var": "import numpy\nnumpy.load(f, allow_pickle=flag)\n",
     "torch.load": "import torch\ntorch.load(f)\n",
@@ -229,9 +221,9 @@ BAD = {
     "read_pickle": "import pandas as pd\npd.read_pickle(p)\n",
 }
 GOOD = {
-    "transport": "def f(self, frame):\n    self.tx.isend(0, 4, frame)\n"
-                 "    self.tx.send(0, 4, frame)\n",
-    "server tx": "def f(server, frame):\n    server.tx.send(1, 9, frame)\n",
+    "transport": "def f(self, frame):\n    self.tx.isend_frame(0, 4, frame)\n"
+                 "    self.tx.send_frame(0, 4, frame)\n",
+    "server tx": "def f(server, frame):\n    server.tx.send_frame(1, 9, frame)\n",
     "kernel gather": "from ..kernels.cpu import pq as _pq\n_pq.gather(a, b, c, d)\n",
     "own recv": "class T:\n    def recv(self):\n        pass\n"
                 "    def g(self):\n        self.recv()\n",

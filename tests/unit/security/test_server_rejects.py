@@ -94,12 +94,12 @@ def test_hostile_uplinks_are_rejected_logged_and_the_round_completes(world, rota
     plan = {c: KINDS[(c + rotate) % len(KINDS)] for c in range(CLIENTS)}
     for t in range(2):
         for c in range(CLIENTS):  # the worker's frames, in increasing client id
-            worker.send(0, int(Kind.UP_UPDATE), _uplink(world, c, t, plan[c]))
+            worker.send_frame(0, int(Kind.UP_UPDATE), _uplink(world, c, t, plan[c]))
         rows = [{"client": c, "loss": 1.0, "steps": 1, "t_train": 0.0, "t_encode": 0.0,
                  "sent_bytes": 0, "pad_bytes": 0, "theoretical_bits": 0.0, "diag": {}}
                 for c in range(CLIENTS)]
         metrics = P.json_payload({"round": t, "rank": 1, "clients": rows, "state_bytes": 0})
-        worker.send(0, int(Kind.METRICS), wire.pack_frame(Kind.METRICS, metrics, round=t,
+        worker.send_frame(0, int(Kind.METRICS), wire.pack_frame(Kind.METRICS, metrics, round=t,
                                                           client=SYSTEM_CLIENT))
         w_before = server.strategy.weights.copy()
         row = server.run_round(t)
