@@ -10,8 +10,10 @@ Prefixes with d_a = 4,096 from the model zoo (every rank runs torch with one thr
 * ``resnet20`` cut ``stem`` (one conv + BN + ReLU) on 3 x 16 x 16: the cheapest 4,096 prefix.
 
 Timed, in turn so that all see the same machine load: the prefix forward (no grad, and forward
-+ backward), GPQ encode from a cold start (k-means++) and warm (the previous batch's centroids,
-the steady state of a client), and decode.
++ backward), GPQ encode from a cold start (k-means++) and warm (the centroids of the previous,
+different batch: the steady state of a client), and decode. Inputs are Gaussian and the prefixes
+freshly initialised; the table also gives the Lloyd updates used (``steps``), the bit ratio
+``4 B d_a / (centroid + code bytes)`` and the relative distortion ``|z - z_tilde| / |z|``.
 The encode includes zero padding, transposition, k-means, final assignment and bit packing. On a
 shared machine the median is noisy: the minimum of ``--repeat`` runs is the figure to compare.
 Not part of the test suite::
@@ -64,39 +66,66 @@ def main() -> None:
     gpq = GPQ(q=args.q, R=args.R, L=args.L, iters=args.iters)
     out: dict = {"config": vars(args), "machine": platform.processor() or platform.machine(),
                  "results": []}
+    rng = np.random.default_rng(0)
     for name, cut, shape in PREFIXES:
         prefix, _ = split_model(name, cut, input_shape=shape, num_classes=10, seed=0)
-        x = torch.from_numpy(np.random.default_rng(0).standard_normal(
-            (args.batch, *shape)).astype(np.float32))
+        # two batches: the warm start of batch 1 is the codebook of batch 0 (a client's steady
+        # state: k-means starts from its previous batch's centroids)
+        x0, x1 = (torch.from_numpy(rng.standard_normal((args.batch, *shape)).astype(np.float32))
+                  for _ in range(2))
         with torch.no_grad():
-            z = prefix(x).numpy()
-        gpq.encode(z, seed=0, client=0, round=0)  # compile / load the kernels
+            z0, z1 = prefix(x0).numpy(), prefix(x1).numpy()
+        if z1.dtype != np.float32 or z1.shape != (args.batch, prefix.d_a):
+            raise AssertionError(f"{name}/{cut}: activations {z1.dtype} {z1.shape}")
+        gpq.encode(z0, seed=0, client=0, round=0)  # compile / load the kernels
+        _, prev = gpq.encode(z0, seed=0, client=0, round=0)
+        code_cold, _ = gpq.encode(z1, seed=0, client=0, round=0)
+        code, _ = gpq.encode(z1, seed=0, client=0, round=0, state=prev)
 
-        def fwd_bwd(prefix=prefix, x=x):
+        def fwd_bwd(prefix=prefix, x=x1):
             prefix.zero_grad()
             prefix(x).sum().backward()
 
-        def fwd(prefix=prefix, x=x):
+        def fwd(prefix=prefix, x=x1):
             with torch.no_grad():
                 prefix(x)
 
-        code, state = gpq.encode(z, seed=0, client=0, round=0)
         t = timed({"forward": fwd, "forward_backward": fwd_bwd,
-                   "encode_cold": lambda z=z: gpq.encode(z, seed=0, client=0, round=0),
-                   "encode_warm": lambda z=z, s=state: gpq.encode(z, seed=0, client=0, round=0,
+                   "encode_cold": lambda z=z1: gpq.encode(z, seed=0, client=0, round=0),
+                   "encode_warm": lambda z=z1, s=prev: gpq.encode(z, seed=0, client=0, round=0,
                                                                   state=s),
                    "decode": lambda c=code: gpq.decode(c)}, args.repeat)
-        fwd, fb, cold, warm, dec = (t[k] for k in ("forward", "forward_backward", "encode_cold",
-                                                   "encode_warm", "decode"))
-        row = {"prefix": f"{name}/{cut}", "input": list(shape), "d_a": int(z.shape[1]),
-               "forward": fwd, "forward_backward": fb, "encode_cold": cold, "encode_warm": warm,
-               "decode": dec, "kmeans_steps": code.kmeans_steps,
-               "encode_warm_over_forward": warm["min_ms"] / fwd["min_ms"]}
+        g = code.geometry
+        wire = 4 * g.R * g.L_eff * g.m + code.packed.nbytes
+        rel = float(np.linalg.norm(z1 - gpq.decode(code)) / np.linalg.norm(z1))
+        row = {"prefix": f"{name}/{cut}", "input": list(shape), "B": int(z1.shape[0]),
+               "d_a": int(z1.shape[1]), "m": g.m, "L_eff": g.L_eff,
+               "forward": t["forward"], "forward_backward": t["forward_backward"],
+               "encode_cold": t["encode_cold"], "encode_warm": t["encode_warm"],
+               "decode": t["decode"], "kmeans_steps_cold": code_cold.kmeans_steps,
+               "kmeans_steps_warm": code.kmeans_steps, "distortion_warm": rel,
+               "bit_ratio": 4 * z1.size / wire,
+               "encode_warm_over_forward": t["encode_warm"]["min_ms"] / t["forward"]["min_ms"],
+               "encode_cold_over_forward": t["encode_cold"]["min_ms"] / t["forward"]["min_ms"]}
         out["results"].append(row)
-        print(f"{row['prefix']:<20} d_a={row['d_a']}  forward {fwd['min_ms']:8.2f} ms "
-              f"(+backward {fb['min_ms']:8.2f})  encode warm {warm['min_ms']:7.2f} ms, cold "
-              f"{cold['min_ms']:7.2f} ms  decode {dec['min_ms']:5.2f} ms  "
-              f"encode/forward = {row['encode_warm_over_forward']:.2f}")
+    print(f"GPQ q={args.q} R={args.R} L={args.L} I={args.iters}, batch {args.batch} x d_a, "
+          f"float32, torch threads 1; min of {args.repeat} runs in ms (median in brackets)")
+    hdr = (f"{'prefix':<18} {'d_a':>5} {'m':>3} {'forward':>16} {'fwd+bwd':>16} "
+           f"{'encode warm':>16} {'steps':>5} {'encode cold':>16} {'steps':>5} {'decode':>6} "
+           f"{'warm/fwd':>8} {'cold/fwd':>8} {'ratio':>6} {'dist':>5}")
+    print(hdr)
+    print("-" * len(hdr))
+
+    def cell(d):
+        return f"{d['min_ms']:7.2f} ({d['median_ms']:6.2f})"
+
+    for r in out["results"]:
+        print(f"{r['prefix']:<18} {r['d_a']:>5} {r['m']:>3} {cell(r['forward']):>16} "
+              f"{cell(r['forward_backward']):>16} {cell(r['encode_warm']):>16} "
+              f"{r['kmeans_steps_warm']:>5} {cell(r['encode_cold']):>16} "
+              f"{r['kmeans_steps_cold']:>5} {r['decode']['min_ms']:6.2f} "
+              f"{r['encode_warm_over_forward']:8.2f} {r['encode_cold_over_forward']:8.2f} "
+              f"{r['bit_ratio']:6.1f} {r['distortion_warm']:5.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

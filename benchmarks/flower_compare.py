@@ -15,19 +15,25 @@ the frameworks around it:
   (``client_resources = {"num_cpus": 1}``, so as many concurrent clients as the machine has
   cores), the built-in ``FedAvg`` strategy (``fraction_fit = 10/20``) and an ``evaluate_fn`` on
   the server. Flower samples its own clients (Python ``random``), so the sampled sets differ.
+  Ray starts its workers at nice 15 by default; on a shared machine that starves them, so the
+  script sets ``RAY_worker_niceness=0`` (the MPI ranks run at nice 0 too).
 
-Flower is an optional benchmark dependency, never a fedsqueeze dependency. Its pins (ray, an
-older ``packaging``) clash with the project environment, so it lives in its own venv with
-fedsqueeze installed editable; this script re-runs itself there (``--flower-python``, default
-``$FSQ_FLOWER_PYTHON``, else this interpreter if it can import ``flwr``)::
+Flower is an optional benchmark dependency (the ``bench`` extra), never a fedsqueeze
+dependency. ``pip install -e ".[bench]"`` (flwr 1.41.0 + ray 2.55.1 on 2026-11-22) goes into the
+project venv; it pins ``packaging`` to 25.0 (from 26.3), ``pip check`` stays clean. A separate
+venv with fedsqueeze installed editable works as well: the Flower side re-runs this script
+with ``--flower-python`` (default ``$FSQ_FLOWER_PYTHON``, else this interpreter if it can import
+``flwr``)::
 
     python -m venv /opt/flower-venv
     /opt/flower-venv/bin/pip install "flwr[simulation]" torch==2.13.0 -e .
 
 Reported: end-to-end seconds (launch to exit, including imports, Ray start-up and data
 loading), the steady-state rounds per second (rounds 1..R-1 from the per-round timestamps:
-fedsqueeze's ``/rounds`` ``wall_s``, Flower's ``evaluate_fn`` call times), the final test
-accuracy, and the process CPU seconds of both (``RUSAGE_CHILDREN``).
+fedsqueeze's ``/rounds`` ``wall_s``, Flower's ``evaluate_fn`` call times), the CPU seconds per
+round of all processes (rounds 2..: fedsqueeze's ranks from ``benchmarks/profile_round.py``'s
+wrapper, Flower's driver plus every Ray process under it from psutil at each ``evaluate_fn``),
+which does not depend on how loaded the machine is, and the final test accuracy.
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +108,7 @@ def flower_main(job: str, overrides: list[str], ranks: int) -> dict:
         set_flat_params(model, np.asarray(parameters[0], np.float32))
         x, y = w.tensors("test")
         loss, acc = evaluate(model, x, y)
-        marks.append((server_round, time.perf_counter(), acc))
+        marks.append((server_round, time.perf_counter(), acc, _tree_cpu()))
         return loss, {"accuracy": acc}
 
     def server_fn(context: Context):
@@ -126,12 +130,30 @@ def flower_main(job: str, overrides: list[str], ranks: int) -> dict:
                                                  "include_dashboard": False}})
     total = time.perf_counter() - t0
     marks.sort()
-    times = {r: t for r, t, _ in marks}
+    times = {r: t for r, t, _, _ in marks}
+    cpus = {r: c for r, _, _, c in marks}
     rounds = sorted(r for r in times if r >= 1)
+    steady = [r for r in rounds if r >= 2 and r - 1 in cpus]
     return {"total_s": total, "round_times": [times[r] - times[r - 1] for r in rounds
                                                if r - 1 in times],
+            "round_cpu": [cpus[r] - cpus[r - 1] for r in steady],
             "final_accuracy": marks[-1][2] if marks else float("nan"),
             "rounds": len(rounds)}
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process and all its descendants (Ray's GCS, raylet and actors)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + (t.children_user + t.children_system if p is me else 0)
+        except psutil.Error:
+            pass
+    return total
 
 
 def _start_ray(num_cpus: int, tries: int = 3) -> None:
@@ -154,27 +176,25 @@ def _start_ray(num_cpus: int, tries: int = 3) -> None:
 
 # -- the fedsqueeze side ------------------------------------------------------------------------
 def fedsqueeze_side(job: str, overrides: list[str], ranks: int, out: Path) -> dict:
+    """``mpiexec -n ranks python -m fedsqueeze run`` through profile_round's per-rank wrapper
+    (per-round CPU of every rank; the run itself is unchanged)."""
     from fedsqueeze.log import read_run
 
-    exe = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep
-                       + os.environ.get("PATH", ""))
-    cmd = [exe, "-n", str(ranks), sys.executable, "-m", "fedsqueeze", "run", job, "--out",
-           str(out), "--name", "fsq", "--no-progress", "--overwrite"]
-    for s in overrides:
-        cmd += ["--set", s]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from profile_round import run_job
+
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    res = run_job(job, ranks, out, "fsq", overrides)
     total = time.perf_counter() - t0
-    r = read_run(out / "fsq.h5")
+    r = read_run(res["h5"])
+    cpu: dict[int, float] = {}
+    for rk in res["ranks"]:
+        for row in rk["rounds"]:
+            cpu[row["round"]] = cpu.get(row["round"], 0.0) + row["cpu"]
     return {"total_s": total, "round_times": list(r.rounds["wall_s"].iloc[1:]),
+            "round_cpu": [c for t, c in sorted(cpu.items()) if t >= 2],
             "final_accuracy": float(r.rounds["test_accuracy"].iloc[-1]),
-            "rounds": len(r.rounds), "cmd": " ".join(cmd)}
-
-
-def _child_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+            "rounds": len(r.rounds), "cmd": res["cmd"]}
 
 
 def flower_python(asked: str | None) -> str | None:
@@ -216,21 +236,20 @@ def main(argv=None) -> int:
     py = flower_python(args.flower_python)
     out = Path(tempfile.mkdtemp(prefix="fsq-vs-flower-"))
     load0 = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    c0 = _child_cpu()
     fsq = fedsqueeze_side(args.job, overrides, args.ranks, out)
-    fsq["cpu_s"] = _child_cpu() - c0
     if py is None:
         flw = None
         why = ("flwr is not importable here; pass --flower-python (a venv with "
                "flwr[simulation] and fedsqueeze) or set FSQ_FLOWER_PYTHON")
     else:
-        c0 = _child_cpu()
         cmd = [py, str(Path(__file__).resolve()), "--flower-worker", "--job", args.job,
                "--ranks", str(args.ranks)] + [a for s in overrides for a in ("--set", s)]
         t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600,
-                               env=dict(os.environ, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0"))
+                               env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                                        MKL_NUM_THREADS="1", RAY_DEDUP_LOGS="0",
+                                        RAY_worker_niceness="0"))
         except subprocess.TimeoutExpired as exc:
             p = subprocess.CompletedProcess(cmd, -9, exc.stdout or "", exc.stderr or "")
         line = [x for x in p.stdout.splitlines() if x.startswith("FLOWER_RESULT ")]
@@ -239,7 +258,6 @@ def main(argv=None) -> int:
         else:
             flw = json.loads(line[-1].split(" ", 1)[1])
             flw["launch_s"] = time.perf_counter() - t0
-            flw["cpu_s"] = _child_cpu() - c0
             why = ""
 
     def rps(d):
@@ -247,23 +265,30 @@ def main(argv=None) -> int:
 
         return 1.0 / statistics.median(d["round_times"]) if d["round_times"] else float("nan")
 
-    rows = [["fedsqueeze (MPI)", fsq["rounds"], f"{fsq['total_s']:.1f}", f"{fsq['cpu_s']:.1f}",
-             f"{rps(fsq):.2f}", f"{fsq['rounds'] / fsq['total_s']:.3f}",
+    def cpr(d):
+        import statistics
+
+        return statistics.median(d["round_cpu"]) if d.get("round_cpu") else float("nan")
+
+    rows = [["fedsqueeze (MPI)", fsq["rounds"], f"{fsq['total_s']:.1f}", f"{rps(fsq):.2f}",
+             f"{fsq['rounds'] / fsq['total_s']:.3f}", f"{1e3 * cpr(fsq):.0f}",
              f"{fsq['final_accuracy']:.4f}"]]
     if flw:
         rows.append(["Flower simulation (Ray)", flw["rounds"], f"{flw['launch_s']:.1f}",
-                     f"{flw['cpu_s']:.1f}", f"{rps(flw):.2f}",
-                     f"{flw['rounds'] / flw['launch_s']:.3f}", f"{flw['final_accuracy']:.4f}"])
-    table = tabulate(rows, headers=["framework", "rounds", "end-to-end s", "CPU s (all procs)",
+                     f"{rps(flw):.2f}", f"{flw['rounds'] / flw['launch_s']:.3f}",
+                     f"{1e3 * cpr(flw):.0f}", f"{flw['final_accuracy']:.4f}"])
+    table = tabulate(rows, headers=["framework", "rounds", "end-to-end s",
                                     "rounds/s (steady, median)", "rounds/s (end-to-end)",
-                                    "final test acc"], tablefmt="github")
+                                    "CPU ms/round (all processes, median)", "final test acc"],
+                     tablefmt="github")
     head = (f"{args.job} {' '.join(overrides)}; fedsqueeze on {args.ranks} ranks, Flower with "
             f"{args.ranks - 1} CPUs for clients; load average before {load0}, after "
             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     ratio = ""
     if flw:
         ratio = (f"speed-up of fedsqueeze: steady {rps(fsq) / rps(flw):.1f}x, end-to-end "
-                 f"{(fsq['rounds'] / fsq['total_s']) / (flw['rounds'] / flw['launch_s']):.1f}x")
+                 f"{(fsq['rounds'] / fsq['total_s']) / (flw['rounds'] / flw['launch_s']):.1f}x, "
+                 f"CPU per round {cpr(flw) / cpr(fsq):.1f}x less")
     print(head)
     print(table)
     print(ratio or f"Flower not run: {why}")

@@ -49,8 +49,9 @@ def setup_costs(job: str, sets: list[str], tmp: Path) -> dict:
     t_world = time.process_time() - c0
     n = cfg.data.clients
     c0 = time.process_time()
-    with RunWriter(tmp / "setup.h5", config=cfg.to_dict(), meta={}, n_params=world.n_params,
-                   round_columns=[], client_columns=[]) as log:
+    path = tmp / f"{Path(job).stem}.setup.h5"
+    with RunWriter(path, config=cfg.to_dict(), meta={}, n_params=world.n_params,
+                   round_columns=[], client_columns=[], overwrite=True) as log:
         log.write_partition(world.parts)
         log.append_setup({"round": np.zeros(n, np.uint32), "client": np.arange(n),
                           "step": np.zeros(n), "direction": np.zeros(n),
@@ -62,7 +63,7 @@ def setup_costs(job: str, sets: list[str], tmp: Path) -> dict:
         log.flush()
     t_log = time.process_time() - c0
     return {"cfg": cfg, "world": world, "t_world": t_world, "t_setup_log": t_log,
-            "h5_setup_bytes": (tmp / "setup.h5").stat().st_size}
+            "h5_setup_bytes": path.stat().st_size}
 
 
 def balance(run, ranks: list[dict], samples: np.ndarray) -> tuple[float, float]:
@@ -96,8 +97,17 @@ def one(job: str, ranks: int, sets: list[str], out: Path) -> list:
     files = [p for p in state.glob("*.npy")] if state.exists() else []
     disk = sum(p.stat().st_size for p in files)
     sb, tb = balance(run, res["ranks"], s["world"].samples)
+    # CPU seconds per round (rounds >= 1): on a shared machine the wall clock mostly measures
+    # the neighbours; the CPU time of the ranks does not
+    steady = [r for r in server["rounds"] if r["round"] >= 1] or server["rounds"]
+    srv_cpu = statistics.median(r["cpu"] for r in steady)
+    wk_cpu = statistics.median(
+        sum(r["cpu"] for rk in res["ranks"][1:] for r in rk["rounds"] if r["round"] == t)
+        for t in {r["round"] for r in steady})
     return [cfg.data.clients, int(per_round), ranks, f"{s['t_world']:.2f}",
             f"{s['t_setup_log']:.2f}", f"{wall:.2f}", f"{per_round / wall:.0f}",
+            f"{srv_cpu:.2f}", f"{wk_cpu:.2f}", f"{1e3 * wk_cpu / per_round:.1f}",
+            f"{server['rss_start_mb']:.0f} / {server['rss_server_ready_mb']:.0f}",
             f"{server['maxrss_mb']:.0f}", f"{growth:+.1f}",
             f"{max(r['maxrss_mb'] for r in res['ranks'][1:]):.0f}", len(files),
             f"{disk / 2**20:.1f}", f"{disk / max(1, len(files)) / 1024:.1f}",
@@ -115,11 +125,14 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsq-many-"))
+    out.mkdir(parents=True, exist_ok=True)
     sets = [f"fl.rounds={args.rounds}", *args.set]
     load0 = load_avg()
     rows = [one(job, args.ranks, sets, out) for job in args.jobs]
     head = ["clients", "per round", "ranks", "build_world CPU s", "/partition+/setup write s",
-            "round wall s (median)", "clients/s", "server peak RSS MiB",
+            "round wall s (median)", "clients/s", "server CPU s/round",
+            "workers CPU s/round (sum)", "worker CPU ms/client",
+            "server RSS after imports / server built MiB", "server peak RSS MiB",
             "server RSS growth in rounds MiB", "worker peak RSS MiB", "state files",
             "state MiB", "KiB/client", "client_state_bytes MiB (log)",
             "LPT max/mean samples", "max/mean train CPU", "HDF5 MiB"]

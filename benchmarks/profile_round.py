@@ -6,8 +6,10 @@ Two uses:
    ``python -m fedsqueeze run ...`` unchanged, with hooks that record, per rank and round, the
    wall and CPU time of ``Server.run_round`` / ``Worker.round``, the time of every
    ``Trainer.train`` call (local training), the resident memory, and, when ``FSQ_PROFILE=1``,
-   a cProfile of the whole rank. Results go to ``$FSQ_BENCH_DIR/rank<r>.json`` (and
-   ``rank<r>.prof``). Nothing in the library changes: the hooks wrap methods from outside::
+   a CPU-time cProfile of the rounds >= 1 (not start-up). Results go to
+   ``$FSQ_BENCH_DIR/rank<r>.json`` (and ``rank<r>.prof``). ``FSQ_EAGER_LOG=1`` restores the old
+   order (a round's HDF5 rows written before the next round starts) for before/after
+   comparisons. Nothing in the library changes: the hooks wrap methods from outside::
 
        FSQ_BENCH_DIR=/tmp/b FSQ_PROFILE=1 mpiexec -n 3 python benchmarks/profile_round.py \\
            --rank-main -- run jobs/quickstart.toml --out /tmp/b --name q --no-progress
@@ -18,8 +20,9 @@ Two uses:
        python benchmarks/profile_round.py                          # quickstart, 3 ranks
        python benchmarks/profile_round.py --job jobs/scale_1k.toml --ranks 3 --set fl.rounds=3
 
-The profile counts CPU-bound Python time; waiting shows up as ``time.sleep`` (the transport's
-back-off) and ``improbe``.
+The profile uses the process CPU clock: waiting (the transport's ``time.sleep`` back-off, a
+core taken by a neighbour) costs nothing in it, so its shares are those of the CPU a round
+burns; the per-round wall split comes from the ``/rounds`` timers.
 """
 
 from __future__ import annotations
@@ -60,19 +63,50 @@ def rank_main(argv: list[str]) -> int:
     rank = MPI.COMM_WORLD.Get_rank()
     rec: dict = {"rank": rank, "rounds": [], "train": [], "rss_start_mb": _rss_mb()}
 
+    prof = None
+    if os.environ.get("FSQ_PROFILE"):
+        import cProfile
+
+        # CPU-time profile of the rounds only (rounds >= 1: round 0 carries lazy imports and
+        # first torch calls; start-up is not a round cost). A process-time clock, so time spent
+        # waiting for a core on a shared machine, or sleeping in the transport's back-off, is
+        # not charged to the function that happened to be running.
+        prof = cProfile.Profile(time.process_time)
+
+    # CPU burnt inside MPITransport.probe (improbe + sched_yield + sleep back-off): what waiting
+    # for a message costs; it grows with the wall time of the wait, not with the work
+    from fedsqueeze.comm import transport as transport_mod
+
+    waiting = [0.0]
+    orig_probe = transport_mod.MPITransport.probe
+
+    def probe(self, *a, **kw):
+        c0 = time.process_time()
+        try:
+            return orig_probe(self, *a, **kw)
+        finally:
+            waiting[0] += time.process_time() - c0
+    transport_mod.MPITransport.probe = probe
+
     def timed(cls, name, key):
         orig = getattr(cls, name)
 
         def wrapper(self, *a, **kw):
-            w0, c0 = time.perf_counter(), time.process_time()
+            t = a[0] if a else kw.get("t", kw.get("task"))
+            t = getattr(t, "round", t)
+            on = prof is not None and t is not None and int(t) >= 1
+            if on:
+                prof.enable()
+            w0, c0, p0 = time.perf_counter(), time.process_time(), waiting[0]
             try:
                 return orig(self, *a, **kw)
             finally:
-                t = a[0] if a else kw.get("t", kw.get("task"))
-                t = getattr(t, "round", t)
+                if on:
+                    prof.disable()
                 rec[key].append({"round": int(t) if t is not None else -1,
                                  "wall": time.perf_counter() - w0, "end": time.perf_counter(),
-                                 "cpu": time.process_time() - c0, "rss_mb": _rss_mb()})
+                                 "cpu": time.process_time() - c0, "wait_cpu": waiting[0] - p0,
+                                 "rss_mb": _rss_mb()})
         setattr(cls, name, wrapper)
 
     timed(server_mod.Server, "run_round", "rounds")
@@ -80,11 +114,10 @@ def rank_main(argv: list[str]) -> int:
     # the overlap timeline: when a worker hands an UP_UPDATE to MPI, when the server starts and
     # ends receiving it, and when a round ends (perf_counter is CLOCK_MONOTONIC: one clock for
     # every process on the node)
-    from fedsqueeze.comm import transport as transport_mod
     from fedsqueeze.comm.tags import Kind
 
     rec["sends"], rec["recvs"] = [], []
-    orig_isend = transport_mod.MPITransport.isend
+    orig_isend = transport_mod.MPITransport.isend_frame
 
     def isend(self, dest, tag, frame):
         n = orig_isend(self, dest, tag, frame)
@@ -93,7 +126,7 @@ def rank_main(argv: list[str]) -> int:
             rec["sends"].append([int.from_bytes(hdr[:4], "little"),
                                  int.from_bytes(hdr[4:], "little"), time.perf_counter()])
         return n
-    transport_mod.MPITransport.isend = isend
+    transport_mod.MPITransport.isend_frame = isend
     orig_recv_update = server_mod.Server._recv_update
 
     def recv_update(self, t, c, worker, deadline, timers):
@@ -119,19 +152,22 @@ def rank_main(argv: list[str]) -> int:
         rec["rss_server_ready_mb"] = _rss_mb()
     server_mod.Server.__init__ = init
 
-    prof = None
-    if os.environ.get("FSQ_PROFILE"):
-        import cProfile
+    if os.environ.get("FSQ_EAGER_LOG") and hasattr(server_mod.Server, "_flush_log"):
+        # the behaviour before the deferred log (for before/after numbers): write a round's
+        # HDF5 rows at the end of that round, while the workers wait for the next task list
+        orig_log_round = server_mod.Server._log_round
 
-        prof = cProfile.Profile()
+        def eager(self, *a, **kw):
+            row = orig_log_round(self, *a, **kw)
+            self._flush_log()
+            return row
+        server_mod.Server._log_round = eager
+
     c0, w0 = time.process_time(), time.perf_counter()
-    if prof:
-        prof.enable()
     try:
         rc = cli.main(argv)
     finally:
         if prof:
-            prof.disable()
             prof.dump_stats(str(out / f"rank{rank}.prof"))
         rec.update(cpu_total=time.process_time() - c0, wall_total=time.perf_counter() - w0,
                    maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -141,8 +177,11 @@ def rank_main(argv: list[str]) -> int:
 
 # -- launching --------------------------------------------------------------------------------
 def mpi_env(**extra: str) -> dict[str, str]:
+    # one BLAS/OpenMP thread per rank, as ``python -m fedsqueeze`` sets them (the wrapper calls
+    # ``cli.main`` directly and would otherwise give NumPy's OpenBLAS one thread per core)
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONHASHSEED="0", **extra)
     return env
 
 
@@ -155,7 +194,7 @@ def mpiexec() -> str:
 
 
 def run_job(job: str, ranks: int, out: Path, name: str, sets: list[str] = (), *,
-            profile: bool = False, timeout: float = 3600) -> dict:
+            profile: bool = False, timeout: float = 3600, env: dict | None = None) -> dict:
     """Run ``job`` on ``ranks`` ranks through the wrapper; return ``{"h5", "ranks": [...]}``."""
     bench = out / f"{name}.bench"
     shutil.rmtree(bench, ignore_errors=True)
@@ -164,7 +203,8 @@ def run_job(job: str, ranks: int, out: Path, name: str, sets: list[str] = (), *,
            "--overwrite"]
     for s in sets:
         cmd += ["--set", s]
-    env = mpi_env(FSQ_BENCH_DIR=str(bench), **({"FSQ_PROFILE": "1"} if profile else {}))
+    env = mpi_env(FSQ_BENCH_DIR=str(bench), **({"FSQ_PROFILE": "1"} if profile else {}),
+                  **(env or {}))
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0

@@ -83,11 +83,11 @@ def frame_pingpong(comm, tx: MPITransport, n: int, reps: int) -> list[float]:
         comm.Barrier()
         t0 = time.perf_counter()
         if r == 0:
-            tx.send(peer, TAG, pack_frame(Kind.UP_UPDATE, payload, round=i, client=0))
+            tx.send_frame(peer, TAG, pack_frame(Kind.UP_UPDATE, payload, round=i, client=0))
             h, p, _, nb = tx.recv_frame(peer, TAG, max_payload=n)
         else:
             h, p, _, nb = tx.recv_frame(peer, TAG, max_payload=n)
-            tx.send(peer, TAG, pack_frame(Kind.UP_UPDATE, p, round=h.round, client=h.client))
+            tx.send_frame(peer, TAG, pack_frame(Kind.UP_UPDATE, p, round=h.round, client=h.client))
         del p
         if i:
             out.append((time.perf_counter() - t0) / 2)

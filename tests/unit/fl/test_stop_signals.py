@@ -1,0 +1,62 @@
+"""How the server reads a stop signal (Server._preempted), without MPI."""
+
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+
+from fedsqueeze.fl.server import Server
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def event(self, *args) -> None:
+        self.events.append(args)
+
+
+def _server(on_worker_loss: str) -> SimpleNamespace:
+    s = SimpleNamespace(cfg=SimpleNamespace(fl=SimpleNamespace(on_worker_loss=on_worker_loss)),
+                        lost=set(), log=_Log(), _stop_signal=None, _signal_lost=0,
+                        _signal_rounds=0)
+    s.signal = lambda sig: Server._handle_signal(s, sig, None)
+    s.preempted = lambda t: Server._preempted(s, t)
+    return s
+
+
+def test_no_signal_no_preemption():
+    assert not _server("abort").preempted(0)
+
+
+def test_every_stop_signal_preempts_at_once_in_abort_mode():
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        s = _server("abort")
+        s.signal(sig)
+        assert s.preempted(3)
+
+
+def test_sigterm_and_usr2_preempt_at_once_in_continue_mode():
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        s = _server("continue")
+        s.signal(sig)
+        assert s.preempted(3)
+
+
+def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice():
+    s = _server("continue")
+    s.signal(signal.SIGUSR1)
+    s.lost.add(2)  # found lost in the round that needed it
+    assert not s.preempted(5)
+    assert s._stop_signal is None
+    assert s.log.events[0][2] == "failure_notice"
+    assert not s.preempted(6)
+
+
+def test_usr1_without_a_loss_preempts_one_round_later():
+    s = _server("continue")
+    s.lost.add(3)  # lost before the signal: not evidence for this one
+    s.signal(signal.SIGUSR1)
+    assert not s.preempted(5)
+    assert s.preempted(6)
+    assert s.log.events == []
