@@ -106,7 +106,7 @@ class MPITransport:
         self._pending = keep
 
     def wait_sends(self, timeout: float | None = None) -> None:
-        """Complete every pending :meth:`isend_frame` (:class:`TimeoutExpired` after ``timeout``)."""
+        """Complete every pending :meth:`isend_frame`; :class:`TimeoutExpired` after ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self.poll_min
         while self._pending:
@@ -145,8 +145,9 @@ class MPITransport:
             time.sleep(delay)
             delay = min(self.poll_max, delay * 2)
 
-    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
-             max_bytes: int | None = None) -> tuple[np.ndarray, int, int]:
+    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *,
+                    timeout: float | None = None, max_bytes: int | None = None
+                    ) -> tuple[np.ndarray, int, int]:
         """Receive one frame: ``(buffer, source, tag)``. Sized with Mprobe + Get_count first;
         a message longer than ``max_bytes`` is drained and rejected without a large allocation."""
         msg, status = self.probe(source, tag, timeout)
@@ -162,7 +163,13 @@ class MPITransport:
             raise WireFormatError(f"message of {n} bytes from rank {src} exceeds the expected "
                                   f"maximum {max_bytes}")
         buf = np.empty(n, dtype=np.uint8)
-        msg.Recv([buf, self.MPI.BYTE])
+        try:
+            msg.Recv([buf, self.MPI.BYTE])
+        except self.MPI.Exception as exc:
+            # a large message is copied from the sender's memory after the match (rendezvous,
+            # e.g. MPICH's CMA): a sender that died in between fails the receive
+            raise WorkerLost(f"rank {self.rank}: receiving {n} bytes from rank {src} failed "
+                             f"(the sender died?): {exc.Get_error_string()}") from None
         self.counters.recv_bytes += n
         self.counters.recv_msgs += 1
         return buf, src, tg
@@ -199,8 +206,8 @@ class LoopbackTransport:
     def wait_sends(self, timeout: float | None = None) -> None:
         return None
 
-    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *, timeout: float | None = None,
-             max_bytes: int | None = None):
+    def recv_buffer(self, source: int = ANY_SOURCE, tag: int = -1, *,
+                    timeout: float | None = None, max_bytes: int | None = None):
         q = self.net[self.rank]
         for i, (src, tg, buf) in enumerate(q):
             if (source == ANY_SOURCE or src == source) and (tag < 0 or tg == tag):

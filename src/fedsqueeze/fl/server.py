@@ -76,6 +76,7 @@ class Server:
         self.start_round = start_round
         self.checkpoint = checkpoint  # callable(round, strategy) -> path, or None
         self._stop_signal: int | None = None
+        self._signal_lost = self._signal_rounds = 0
         self.model = world.model_factory()
         self.x_test, self.y_test = world.tensors("test")
         ctx = ServerContext(self.cfg, world.options, world.n_params, world.w0, world.up,
@@ -90,6 +91,9 @@ class Server:
         self.total_up = 0
         self.total_down = 0
         self.lost: set[int] = set()
+        # the previous round's HDF5 rows, written once the next round's work is out (see
+        # _flush_log): the writer's ~50 dataset appends and flush then overlap with training
+        self._pending_log: list = []
 
     # -- helpers ----------------------------------------------------------------------------
     def evaluate(self, w: np.ndarray) -> tuple[float, float]:
@@ -98,10 +102,33 @@ class Server:
 
     def _system(self, t: int, dest: int, kind: Kind, sections, system_bytes: list[int]) -> None:
         frame = pack_frame(kind, sections, round=t, client=SYSTEM_CLIENT)
-        system_bytes.append(self.tx.isend(dest, int(kind), frame))
+        system_bytes.append(self.tx.isend_frame(dest, int(kind), frame))
 
     def _handle_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
+        self._signal_lost = len(self.lost)  # workers already lost when the signal came
+        self._signal_rounds = 0
+
+    def _preempted(self, t: int) -> bool:
+        """Whether a stop signal asks for preemption after round ``t``.
+
+        MPICH's ``mpiexec -disable-auto-cleanup`` (needed for ``fl.on_worker_loss =
+        "continue"``) also sends SIGUSR1 to every live rank when a process dies. In that mode a
+        SIGUSR1 is decided one round later: if a worker was found lost meanwhile (a dead worker
+        stalls the round that needs it until ``fl.worker_timeout_s``), it was that notice and
+        the run goes on; otherwise it is a preemption.
+        """
+        if self._stop_signal is None:
+            return False
+        if self._stop_signal != signal.SIGUSR1 or self.cfg.fl.on_worker_loss != "continue":
+            return True
+        if len(self.lost) > self._signal_lost:
+            self.log.event(t, "info", "failure_notice",
+                           "SIGUSR1 taken as mpiexec's notice of the lost worker, not preemption")
+            self._stop_signal = None
+            return False
+        self._signal_rounds += 1
+        return self._signal_rounds > 1
 
     def install_signal_handlers(self) -> None:
         for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
@@ -169,7 +196,7 @@ class Server:
                 first = int(cs[index.index(j)])
                 frame = pack_frame(dl.kind, dl.sections, round=t, client=first, flags=dl.flags,
                                    codec=dl.codec)
-                self.tx.isend(w, int(dl.kind), frame)
+                self.tx.isend_frame(w, int(dl.kind), frame)
                 frames.append((frame.shape[0], _pad_of(dl.sections), first))
             for c, j in zip(cs, index):
                 nbytes, pad, first = frames[j]
@@ -178,6 +205,7 @@ class Server:
                               bits=dls[j].theoretical_bits, physical=int(c) == first)
                 down_bytes[int(c)] += nbytes
         active = [int(c) for c, d in zip(clients, drop) if not d and int(c) in owner]
+        self._flush_log()  # round t-1's rows, while the workers train round t
         if st.uses_control:
             self._control_exchange(t, active, owner, down_bytes, timers)
         # uplinks, in increasing client id
@@ -295,7 +323,7 @@ class Server:
             dl = answers[c]
             frame = pack_frame(dl.kind, dl.sections, round=t, client=c, flags=dl.flags,
                                codec=dl.codec)
-            n = self.tx.isend(owner[c], int(dl.kind), frame)
+            n = self.tx.isend_frame(owner[c], int(dl.kind), frame)
             self.comm.add(round=t, client=c, direction=0, kind=dl.kind, payload=n - HEADER_SIZE,
                           pad=_pad_of(dl.sections), bits=dl.theoretical_bits, physical=True)
             down_bytes[c] += n
@@ -371,7 +399,6 @@ class Server:
             float(np.mean([4 * self.world.n_params / max(1, up_bytes[c] - HEADER_SIZE - 4)
                            for c in received])) if received else float("nan"))
         row.update(cols)
-        self.log.append_round(row)
         ids = sorted(set(active) | set(int(c) for c in clients))
         crow = {"round": np.full(len(ids), t), "client": np.asarray(ids),
                 "rank": np.array([metrics.get(c, {}).get("rank", -1) for c in ids]),
@@ -384,15 +411,22 @@ class Server:
                 "sent_bytes": np.array([metrics.get(c, {}).get("sent_bytes", 0) for c in ids]),
                 "status": np.array([0 if c in received else 1 if c in rejected else 2
                                     for c in ids])}
-        self.log.append_clients(crow)
         if len(comm):
             up_bits_by_client = {c: metrics[c].get("theoretical_bits", np.nan) for c in metrics}
             for i in np.nonzero(ups & (comm["msg_type"] == int(Kind.UP_UPDATE)))[0]:
                 comm["theoretical_bits"][i] = up_bits_by_client.get(int(comm["client"][i]), np.nan)
                 comm["pad_bytes"][i] = metrics.get(int(comm["client"][i]), {}).get("pad_bytes", 0)
-            self.log.append_comm(comm)
-        self.log.append_system(t, int(sum(sys_bytes)))
-        self.log.flush()
+        system = int(sum(sys_bytes))
+
+        def write() -> None:
+            self.log.append_round(row)
+            self.log.append_clients(crow)
+            if len(comm):
+                self.log.append_comm(comm)
+            self.log.append_system(t, system)
+            self.log.flush()
+
+        self._pending_log.append(write)
         self.tx.wait_sends(timeout=self.cfg.fl.worker_timeout_s)
         return row
 
@@ -403,9 +437,21 @@ class Server:
                 continue
             task = P.TaskList(P.Cmd.STOP, t, np.zeros(0, np.int64), np.zeros(0, np.int64),
                               np.zeros(0, bool), 0)
-            self.tx.isend(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(),
+            self.tx.isend_frame(w, int(Kind.CONTROL), pack_frame(Kind.CONTROL, task.sections(),
                                                            round=t, client=SYSTEM_CLIENT))
         self.tx.wait_sends(timeout=self.cfg.fl.worker_timeout_s)
+
+    def _flush_log(self) -> None:
+        """Write the rows of finished rounds that are still held back (one flush per round).
+
+        A round's rows are written at the start of the next round, after its task lists and
+        downlinks are sent, so that HDF5 writing overlaps the workers' training instead of
+        idling them; the run loop writes them before a checkpoint, at the end and on any error,
+        so the file's content is the same as writing them at once.
+        """
+        pending, self._pending_log = self._pending_log, []
+        for write in pending:
+            write()
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -413,18 +459,23 @@ class Server:
         self.setup()
         row = {}
         t = self.start_round
-        for t in range(self.start_round, cfg.fl.rounds):
-            row = self.run_round(t)
-            if self.progress is not None:
-                self.progress(t, row, self.total_up + self.total_down)
-            every = cfg.log.checkpoint_every
-            if self.checkpoint is not None and every and (t + 1) % every == 0:
-                self.checkpoint(t + 1, self)
-            if self._stop_signal is not None:
-                if self.checkpoint is not None and t + 1 < cfg.fl.rounds:
-                    path = self.checkpoint(t + 1, self)
-                    self.log.event(t, "warning", "preempted",
-                                   f"signal {self._stop_signal}: checkpoint {path}")
-                raise Preempted(f"stopped by signal {self._stop_signal} after round {t}")
+        try:
+            for t in range(self.start_round, cfg.fl.rounds):
+                row = self.run_round(t)
+                if self.progress is not None:
+                    self.progress(t, row, self.total_up + self.total_down)
+                every = cfg.log.checkpoint_every
+                if self.checkpoint is not None and every and (t + 1) % every == 0:
+                    self._flush_log()
+                    self.checkpoint(t + 1, self)
+                if self._preempted(t):
+                    self._flush_log()
+                    if self.checkpoint is not None and t + 1 < cfg.fl.rounds:
+                        path = self.checkpoint(t + 1, self)
+                        self.log.event(t, "warning", "preempted",
+                                       f"signal {self._stop_signal}: checkpoint {path}")
+                    raise Preempted(f"stopped by signal {self._stop_signal} after round {t}")
+        finally:
+            self._flush_log()
         return {"rounds": cfg.fl.rounds, "final": row, "bytes_up": self.total_up,
                 "bytes_down": self.total_down}

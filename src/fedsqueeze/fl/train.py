@@ -115,8 +115,8 @@ class Trainer:
         """Seed torch's generator for dropout/augmentation from (seed, round, client).
 
         The CPU generator is seeded (what ``torch.manual_seed`` does for the CPU), and the CUDA
-        generators once CUDA is in use (``train.device``). ``torch.manual_seed`` itself also queues a lazy seeding call for
-        every accelerator backend (CUDA, XPU, MTIA) and formats a stack trace for each, which
+        generators once CUDA is in use (``train.device``). ``torch.manual_seed`` itself also
+        queues a lazy seeding call for every accelerator backend (CUDA, XPU, MTIA) and formats a stack trace for each, which
         cost more than a small client's training step (benchmarks/profile_round.py).
         """
         s = rng.derive_seed(self.seed, purpose=rng.Purpose.FRAMEWORK_SEED, stream=client,
