@@ -9,21 +9,27 @@ import struct
 
 import numpy as np
 
-from .base import Compressor, Encoded, as_flat_f32, check_out
 from ..comm.wire import SectionReader, pad4
+from ..kernels.cpu import cast as _kc
+from .base import Compressor, Encoded, as_flat_f32, check_out
 from .registry import register
 
 _PRE = struct.Struct("<B3x")
 
 
 def f32_to_bf16_bits(v: np.ndarray) -> np.ndarray:
-    """Round-to-nearest-even of the upper 16 bits of the float32 pattern; NaN stays a quiet NaN."""
-    u = v.view(np.uint32)
-    rounding = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-    r = ((u + rounding) >> np.uint32(16)).astype(np.uint16)
-    nan = np.isnan(v)
-    if nan.any():
-        r[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
+    """Round-to-nearest-even of the upper 16 bits of the float32 pattern; NaN stays a quiet NaN
+    (``kernels.cpu.cast.f32_to_bf16``)."""
+    r = np.empty(v.shape[0], dtype="<u2")
+    _kc.f32_to_bf16(v.view(np.uint32), r)
+    return r
+
+
+def f32_to_f16_bits(v: np.ndarray) -> np.ndarray:
+    """IEEE binary16 patterns, round-to-nearest-even, clamped to +-65504 (the bytes of
+    ``np.clip(v, -65504, 65504).astype("<f2")``; ``kernels.cpu.cast.f32_to_f16``)."""
+    r = np.empty(v.shape[0], dtype="<u2")
+    _kc.f32_to_f16(v.view(np.uint32), r)
     return r
 
 
@@ -54,8 +60,7 @@ class _Cast(Compressor):
                       f"{self.codec_id}: dtype byte {code}, expected {self.dtype_code}")
         bits = r.array("<u2", n, "values")
         r.finish()
-        mask = np.uint16(self.exponent_mask)
-        bad = int(np.count_nonzero((bits & mask) == mask))
+        bad = int(_kc.count_all_ones(bits, self.exponent_mask))
         self._require(bad == 0, f"{self.codec_id}: values: {bad} of {n} values are NaN or Inf")
         return Encoded({}, (_PRE.pack(code), bits), n)
 
@@ -74,11 +79,12 @@ class Float16(_Cast):
     dtype_code = 0
 
     def _to_bits(self, v):
-        return np.clip(v, -65504.0, 65504.0).astype("<f2").view("<u2")
+        return f32_to_f16_bits(v)
 
     def decode(self, enc, *, out=None):
         out = check_out(out, enc.n)
-        out[:] = np.frombuffer(enc.sections[1], dtype="<f2", count=enc.n)
+        _kc.f16_to_f32(np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n),
+                       out.view(np.uint32))
         return out
 
 
@@ -95,6 +101,6 @@ class BFloat16(_Cast):
 
     def decode(self, enc, *, out=None):
         out = check_out(out, enc.n)
-        bits = np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n)
-        out.view(np.uint32)[:] = bits.astype(np.uint32) << np.uint32(16)
+        _kc.bf16_to_f32(np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n),
+                        out.view(np.uint32))
         return out

@@ -86,7 +86,7 @@ class QSGDFamily(Compressor):
         w = code_width(s)
         nb = -(-n // self.bucket)
         norms = np.empty(nb, dtype="<f4")
-        codes = np.zeros((n * w + 7) // 8, dtype=np.uint8)
+        codes = np.empty((n * w + 7) // 8, dtype=np.uint8)  # the kernels write every byte
         k0, k1 = rng.key_of(seed)
         c3 = rng.counter3(rng.Purpose.QSGD_ROUND)
         dispatch.qsgd_encode(v, (s, self.bucket, w, int(k0), int(k1), int(c3)), norms, codes)

@@ -33,12 +33,22 @@ __all__ = ["RandK", "randk_indices"]
 _PRE = struct.Struct("<I")  # k
 
 
+_SELECT_FROM = 1 << 16
+"""From this length on, the mask comes from ``topk.randk_select`` (no 64-bit key array)."""
+
+
 def randk_indices(n: int, k: int, seed: int) -> np.ndarray:
     """Sorted int64 indices of the ``k`` smallest Philox RANDK keys among ``range(n)``."""
     k0, k1 = rng.key_of(seed)
-    keys = np.empty(n, dtype=np.uint64)
-    _topk.randk_keys(keys, np.uint32(0), np.uint32(0), rng.counter3(rng.Purpose.RANDK), k0, k1)
+    c3 = rng.counter3(rng.Purpose.RANDK)
+    z = np.uint32(0)
     out = np.empty(min(k, n), dtype=np.int64)
+    if n >= _SELECT_FROM:
+        _topk.randk_select(out.shape[0], z, z, c3, k0, k1, np.empty(n, np.uint16),
+                           np.empty(_topk.RANDK_BINS, np.int64), out)
+        return out
+    keys = np.empty(n, dtype=np.uint64)
+    _topk.randk_keys(keys, z, z, c3, k0, k1)
     _topk.smallest_k(keys, out.shape[0], np.empty(_topk.HIST_BINS, np.int64), out)
     return out
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fedsqueeze.kernels import dispatch
+from fedsqueeze.kernels.cpu import lanes as L
 from fedsqueeze.kernels.cpu import quantize as Q
 from tests import naive
 
@@ -96,6 +97,15 @@ def test_sumsq8_fixed_order(n):
     assert Q.sumsq8(x) == naive.lane_sum(x.astype(np.float64) ** 2)
 
 
+@pytest.mark.parametrize("n", [0, 7, 64, 65, 512, 1000])
+def test_sumsq8_lanes_and_pair_fixed_order(n):
+    x = (_x(n, seed=n) * 1e3).astype(np.float32)
+    y = (_x(n, seed=n + 1) * 1e-3).astype(np.float32)
+    ref = (naive.lane_sum(x.astype(np.float64) ** 2), naive.lane_sum(y.astype(np.float64) ** 2))
+    assert L.sumsq8_lanes(x, np.empty(L.LANES)) == ref[0]
+    assert L.sumsq8_pair(x, y, np.empty(L.LANES), np.empty(L.LANES)) == ref
+
+
 def test_bucket_norms():
     x = _x(1300, seed=5)
     norms = np.empty(3, np.float32)
@@ -116,6 +126,7 @@ def test_code_rule(v, scale, word, expected):
 NO_JIT_SCRIPT = textwrap.dedent("""
     import numpy as np
     from fedsqueeze.kernels import dispatch
+    from fedsqueeze.kernels.cpu import lanes as L
     from fedsqueeze.kernels.cpu import quantize as Q
     from tests import naive
     x = np.random.default_rng(0).standard_normal(45).astype(np.float32)
@@ -138,6 +149,19 @@ NO_JIT_SCRIPT = textwrap.dedent("""
         assert (tc == naive.pack_bits(naive.ternary_codes(x, cuts, clips, sc, (1, 2)), 2)).all()
         sg = np.zeros(6, np.uint8); dispatch.pack_signs(x, sg)
         assert (sg == naive.pack_signs(x)).all()
+    # the fused w = 4 loop and the pairwise 64-element norm rows (lanes.sumsq8_pair)
+    x = np.random.default_rng(1).standard_normal(300).astype(np.float32)
+    norms = np.empty(3, np.float32); out = np.zeros(150, np.uint8)
+    dispatch.qsgd_encode(x, (7, 128, 4, 1, 2, 13 << 24), norms, out)
+    rn, rp = naive.qsgd_encode(x, 7, 128, (1, 2))
+    assert (norms == rn).all() and (out == rp).all()
+    assert L.sumsq8_pair(x[:130], x[130:260], np.empty(8), np.empty(8)) == (
+        naive.lane_sum(np.float64(x[:130]) ** 2), naive.lane_sum(np.float64(x[130:260]) ** 2))
+    from fedsqueeze.kernels.cpu import topk as K
+    idx = np.empty(300, np.int64); z = np.uint32(0)
+    assert K.randk_select(17, z, z, np.uint32(11 << 24), np.uint32(5), np.uint32(3),
+                          np.empty(300, np.uint16), np.empty(K.RANDK_BINS, np.int64), idx) == 17
+    assert (idx[:17] == naive.randk_indices(300, 17, (3 << 32) | 5)).all()
     print("ok")
 """)
 

@@ -86,3 +86,27 @@ def test_magnitude_keys_order_like_abs(dtype):
     assert keys[0] == keys[1] == 0x7FFFFFFF
     assert keys[3] == keys[4]
     assert list(np.argsort(keys, kind="stable")) == [5, 6, 3, 4, 2, 0, 1]
+
+
+def _randk_select(n: int, k: int, seed: int) -> np.ndarray:
+    k0, k1 = rng.key_of(seed)
+    z = np.uint32(0)
+    out = np.full(max(n, 1), -1, np.int64)
+    hi = np.empty(n, np.uint16)
+    count = K.randk_select(k, z, z, rng.counter3(rng.Purpose.RANDK), k0, k1, hi,
+                           np.empty(K.RANDK_BINS, np.int64), out)
+    assert count == min(max(k, 0), n)
+    return out[:count]
+
+
+# n > 4096 crosses the Philox chunks; n = 200,000 puts ~3 keys in each of the 65,536 bins, so the
+# threshold bin usually holds keys on both sides of the cut
+@pytest.mark.parametrize("n,k,seed", [(1, 1, 0), (300, 17, 5), (300, 299, 2**63 + 1),
+                                      (5000, 50, 3), (200_000, 2000, 7), (200_000, 150_001, 8)])
+def test_randk_select_matches_oracle(n, k, seed):
+    np.testing.assert_array_equal(_randk_select(n, k, seed), naive.randk_indices(n, k, seed))
+
+
+@pytest.mark.parametrize("n,k", [(10, 0), (10, 10), (10, 25)])
+def test_randk_select_edges(n, k):
+    np.testing.assert_array_equal(_randk_select(n, k, 1), np.arange(min(k, n)))

@@ -1,7 +1,8 @@
 """Philox4x32-10 counter-based generator (Salmon et al., SC 2011), METHODS.md section 0.7.
 
 Counter ``(c0, c1, c2, c3)``, key ``(k0, k1)``. ``c0`` is the element block, ``c1`` the stream,
-``c2`` the round or subspace id and ``c3 = (purpose << 24) | sub_id``. Each call yields four u32 words.
+``c2`` the round or subspace id and ``c3 = (purpose << 24) | sub_id``. Each call yields four
+u32 words.
 
 :func:`philox4x32` is written so that LLVM unrolls the ten rounds and vectorises a loop of calls
 across blocks: no branch in the round loop (the key is bumped after every round; the bump after
@@ -63,7 +64,7 @@ def _block(c0_start, b):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def fill_u32(out, c0_start, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-    """Write words of consecutive blocks ``c0 = c0_start, c0_start + 1, ...`` into ``out`` (u32)."""
+    """Words of consecutive blocks ``c0 = c0_start, c0_start + 1, ...`` into ``out`` (u32)."""
     n = out.shape[0]
     nf = n // 4
     for b in range(nf):
@@ -98,7 +99,8 @@ def u24_from(x):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def fill_uniform53(out, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-    """Value ``i`` uses block ``c0 = i // 2``, words ``(0, 1)`` for even ``i`` and ``(2, 3)`` for odd."""
+    """Doubles in [0, 1): value ``i`` uses block ``c0 = i // 2``, words ``(0, 1)`` for even ``i``
+    and ``(2, 3)`` for odd ``i``."""
     n = out.shape[0]
     nf = n // 2
     for b in range(nf):
@@ -112,7 +114,8 @@ def fill_uniform53(out, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def fill_normal(out, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-    """Box-Muller in float64, rounded to float32: pair ``j`` (values 2j, 2j+1) uses block ``c0 = j``."""
+    """Box-Muller in float64, rounded to float32: pair ``j`` (values 2j, 2j+1) uses block
+    ``c0 = j``."""
     n = out.shape[0]
     for b in range((n + 1) // 2):
         w0, w1, w2, w3 = philox4x32(np.uint32(b), c1, c2, c3, k0, k1)
@@ -137,7 +140,8 @@ def _swap_targets(js, top, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
 
 @nb.njit(**NJIT)
 def permutation_into(out, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-    """Fisher-Yates from ``i = n-1`` down to 1 with ``j = floor(u53 * (i + 1))``; step ``i`` uses block ``c0 = i``.
+    """Fisher-Yates from ``i = n-1`` down to 1 with ``j = floor(u53 * (i + 1))``; step ``i`` uses
+    block ``c0 = i``.
 
     The ``j`` of :data:`PERM_CHUNK` consecutive steps are drawn in one (vectorised) loop into a
     small scratch, then the swaps run in order; the result is that of the step-by-step loop.

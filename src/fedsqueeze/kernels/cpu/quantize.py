@@ -32,6 +32,12 @@ CPU loop shape (measured on a loaded 2-core AVX-512 node, CPU time; ``benchmarks
   Philox words, computes the codes (:func:`qsgd_code_fused`) and writes the packed bytes
   directly (``w`` = 2, 3, 4, 8 have their own loops; 5, 6, 7 assemble groups of eight codes).
   No code scratch, no second packing pass.
+* ``w = 4`` (``s`` = 4..7, the 4-bit case of the speed target) has its own driver
+  (:func:`_encode_w4`): per bucket pair the norms, then the pair's Philox words in one vector
+  loop into a small scratch, then the codes of each bucket eight at a time by
+  :func:`fedsqueeze.kernels.cpu.lanes.qsgd_pack4` (LLVM vector IR on 32-bit lanes; Numba widens
+  integers to 64 bits and left that loop scalar). Same bytes as the fused loop (tested against
+  the oracle); ~15 % faster on 25M elements (0.44-0.46x memcpy instead of 0.36-0.40x).
 * ``w > 8`` keeps codes in a ``uint16`` scratch packed by :func:`pack_bits`; a bucket that is
   not a multiple of 8 goes by chunks of :data:`CHUNK` elements with per-element scales.
 * Philox (:func:`fedsqueeze.kernels.cpu.philox.philox4x32`, one block per four elements) runs
@@ -52,7 +58,7 @@ import numpy as np
 
 from ..config import NJIT
 from .bitpack import pack_bits, unpack_bits
-from .lanes import prefetch, sumsq8_lanes, sumsq8_pair
+from .lanes import prefetch, qsgd_pack4, sumsq8_lanes, sumsq8_pair
 from .philox import philox4x32
 
 __all__ = ["CHUNK", "philox4x32_unrolled", "sumsq8", "qsgd_code", "qsgd_code_fused",
@@ -332,6 +338,27 @@ def _packed_codes(x, blk0, sc, sf24, k0, k1, c3, w, out, code_scr):  # pragma: n
 
 
 @nb.njit(**NJIT)
+def _words(words, blk0, c3, k0, k1):  # pragma: no cover - compiled
+    # words[4b + k] = word k of Philox block blk0 + b (c1 = c2 = 0); the tail of a partial block
+    z = np.uint32(0)
+    m = words.shape[0]
+    for b in range(m // 4):
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + b), z, z, c3, k0, k1)
+        words[4 * b] = w0
+        words[4 * b + 1] = w1
+        words[4 * b + 2] = w2
+        words[4 * b + 3] = w3
+    j = 4 * (m // 4)
+    if j < m:
+        w0, w1, w2, w3 = philox4x32(np.uint32(blk0 + m // 4), z, z, c3, k0, k1)
+        words[j] = w0
+        if j + 1 < m:
+            words[j + 1] = w1
+        if j + 2 < m:
+            words[j + 2] = w2
+
+
+@nb.njit(**NJIT)
 def _encode_fused(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
                   ):  # pragma: no cover - compiled
     # bucket % 8 == 0 and w <= 8: buckets in pairs (norms), each coded and packed in one loop
@@ -360,6 +387,46 @@ def _encode_fused(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
             e = min(n, a + bucket)
             _packed_codes(x[a:e], a // 4, qsgd_scale24(norms[kk], sf), sf24, k0, k1, c3, w,
                           out[(a * w) // 8:], code_scr)
+        k += cnt
+
+
+@nb.njit(**NJIT)
+def _encode_w4(x, bucket, sf, k0, k1, c3, norms, out, code_scr):  # pragma: no cover - compiled
+    # _encode_fused for w = 4: per bucket pair the norms, then the pair's Philox words in one
+    # vector loop, then the codes of each bucket by the vector kernel lanes.qsgd_pack4
+    n = x.shape[0]
+    nb_ = norms.shape[0]
+    full = n // bucket
+    sf24 = sf * _TWO24
+    acc = np.empty(16, dtype=np.float64)  # scratch, not an output
+    ax = acc[:8]
+    ay = acc[8:]
+    words = np.empty(2 * bucket, dtype=np.uint32)  # scratch, not an output
+    k = 0
+    while k < nb_:
+        lo = k * bucket
+        if k + 1 < full:
+            s0, s1 = sumsq8_pair(x[lo:lo + bucket], x[lo + bucket:lo + 2 * bucket], ax, ay)
+            norms[k] = np.float32(math.sqrt(s0))
+            norms[k + 1] = np.float32(math.sqrt(s1))
+            cnt = 2
+        else:
+            norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], ax)))
+            cnt = 1
+        for p in range(lo + 2 * bucket, min(n, lo + (2 + cnt) * bucket), 16):
+            prefetch(x, p)  # the next pair's 64-byte lines, while this pair is coded
+        hi = min(n, lo + cnt * bucket)
+        _words(words[:hi - lo], lo // 4, c3, k0, k1)
+        for kk in range(k, k + cnt):
+            a = kk * bucket
+            e = min(n, a + bucket)
+            sc = qsgd_scale24(norms[kk], sf)
+            m8 = (e - a) - (e - a) % 8
+            qsgd_pack4(x[a:a + m8], words[a - lo:a - lo + m8], m8 // 8, sc, sf24,
+                       out[a // 2:(a + m8) // 2])
+            if a + m8 < e:  # at most 7 codes left (the end of the vector): via the scratch
+                _codes_scalar(x[a + m8:e], (a + m8) // 4, sc, sf24, k0, k1, c3, code_scr)
+                pack_bits(code_scr[:e - a - m8], 4, out[(a + m8) // 2:])
         k += cnt
 
 
@@ -420,7 +487,10 @@ def qsgd_encode(x, params, norms, out, scale_scr, code_scr):  # pragma: no cover
     """
     s, bucket, w, k0, k1, c3 = params
     sf = np.float32(s)
-    if bucket % 8 == 0 and w <= 8:
+    if bucket % 8 == 0 and w == 4:
+        _encode_w4(x, bucket, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms, out,
+                   code_scr)
+    elif bucket % 8 == 0 and w <= 8:
         _encode_fused(x, bucket, w, sf, np.uint32(k0), np.uint32(k1), np.uint32(c3), norms,
                       out, code_scr)
     elif bucket % 8 == 0:
