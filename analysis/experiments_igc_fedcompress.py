@@ -1,30 +1,33 @@
-"""Measured numbers for the IGC and FedCompress issues: runs the jobs, then builds the tables.
+"""Measured numbers for the IGC (#5) and FedCompress (#6) issues: runs the jobs, builds the tables.
 
-Two issues ask for numbers from HDF5 logs:
+Suites (each a list of runs = job file + ``--set`` overrides, ``mpiexec -n 3`` each, sequential):
 
-* IGC (METHODS.md 2, 8.2): upload compression ratio and final accuracy of each variant (static,
-  ksub K = 4, time-varying; d = 256 and 1024) against FedAvg, top-k + EF and count sketch
-  (FetchSGD) byte-matched per ``jobs/igc_topk_ef.toml`` / ``jobs/igc_countsketch.toml``, on the
-  MNIST-1D MLP setup of ``jobs/igc_variants.toml``.
-* FedCompress (METHODS.md 3, 8.3): CCR (wire, zip), MCR (wire, zip), accuracies (student and
-  teacher), the k trajectory and the inference speed ratio (``benchmarks/fedcompress_inference.py``)
-  against FedAvg (10 and 5 local epochs) and client-only clustering, on the small digits setup.
+* ``igc_quickstart``: IGC static / ksub (K = 4) / time-varying at d = 256 against FedAvg, top-k +
+  EF and count sketch (FetchSGD) byte-matched to the IGC upload, on the quickstart setup
+  (digits, DigitsMLP D = 4,810): ``jobs/igc_quickstart*.toml``.
+* ``igc_wide``: the same on the 1,034,810-parameter ``cnn1d_wide`` on MNIST-1D at d = 16,384:
+  ``jobs/igc_cnn1d_wide*.toml``.
+* ``igc``: the METHODS.md 8.2 small target (MNIST-1D MLP, d = 256 and 1024, 200 rounds):
+  ``jobs/igc_variants.toml`` and its baselines (not part of ``all``).
+* ``fedcompress``: FedAvg (10 and 5 local epochs), client-only clustering and FedCompress on the
+  digits setup of ``jobs/fedcompress.toml`` (DigitsCNN); ``fedcompress_diag`` adds Lloyd steps.
+* ``fedcompress_wide``: FedAvg (4 epochs), client-only clustering and FedCompress on
+  ``cnn1d_wide`` / MNIST-1D: ``jobs/*_cnn1d_wide.toml``.
 
 Every number in the tables is read from the run logs (``fedsqueeze.log.read_run``) or from the
-benchmark's JSON output; nothing is typed in. Runs are sequential, ``mpiexec -n 3`` each; a run
-whose log already exists, is completed and has the requested rounds and seed is not repeated.
+inference benchmark's JSON output; nothing is typed in. A run whose log exists, is completed and
+has the requested rounds and seed is not repeated. ``--rounds`` defaults to the job file's.
 
-    python analysis/experiments_igc_fedcompress.py run igc --rounds 100 --seeds 0
-    python analysis/experiments_igc_fedcompress.py run fedcompress --rounds 30 --seeds 0
-    python analysis/experiments_igc_fedcompress.py bench          # inference speed (FedCompress)
-    python analysis/experiments_igc_fedcompress.py tables --update-docs
+    python analysis/experiments_igc_fedcompress.py all                 # everything below
+    python analysis/experiments_igc_fedcompress.py run igc_quickstart --rounds 30
+    python analysis/experiments_igc_fedcompress.py bench fedcompress   # inference speed
+    python analysis/experiments_igc_fedcompress.py tables
 
-Outputs (default ``--out runs/igc_fedcompress``): ``igc/<name>.h5``, ``fedcompress/<name>.h5``,
-``fc_inference.json``, ``igc_results.md``, ``fedcompress_results.md``, ``*_results.csv``.
-``--update-docs`` writes the two markdown blocks into ``docs/igc.md`` and
-``docs/fedcompress.md`` between ``<!-- results:begin -->`` and ``<!-- results:end -->`` markers
-(creating a "Results" section at the end when the markers are absent); the rest of each page
-is left as it is.
+Outputs (default ``--out /tmp/exp_igc_fc``, outside the repository): ``<suite>/<name>_s<seed>.h5``,
+``<suite>_inference.json``, ``igc_results.md``, ``fedcompress_results.md``, ``*_results.csv``.
+``tables --update-docs`` also writes the two markdown blocks into ``docs/igc.md`` and
+``docs/fedcompress.md`` between ``<!-- results:begin -->`` and ``<!-- results:end -->``.
+Run the jobs under ``nice`` on a shared machine: ``nice -n 10 python analysis/...``.
 """
 
 from __future__ import annotations
@@ -79,8 +82,30 @@ def igc_specs() -> list[Spec]:
     return out
 
 
+def _igc_setup_specs(prefix: str, d: int, rho: float, cols: int) -> list[Spec]:
+    """IGC variants at one d plus FedAvg and the byte-matched baselines of ``jobs/<prefix>*``."""
+    out = [Spec(f"igc_{v}_d{d}", f"jobs/{prefix}.toml",
+                f"IGC {v}" + (" (K = 4)" if v == "ksub" else ""), d, (f'method.variant="{v}"',))
+           for v in ("static", "ksub", "timevarying")]
+    out.append(Spec("fedavg", f"jobs/{prefix}_topk_ef.toml", "FedAvg (dense f32)", None,
+                    ('compress.up={ id = "identity" }',)))
+    out.append(Spec(f"topk_ef_d{d}", f"jobs/{prefix}_topk_ef.toml",
+                    f"top-k + EF (rho = {rho})", d))
+    out.append(Spec(f"countsketch_d{d}", f"jobs/{prefix}_countsketch.toml",
+                    f"count sketch / FetchSGD (5 x {cols})", d))
+    return out
+
+
+def igc_quickstart_specs() -> list[Spec]:
+    return _igc_setup_specs("igc_quickstart", 256, 0.0418, 51)
+
+
+def igc_wide_specs() -> list[Spec]:
+    return _igc_setup_specs("igc_cnn1d_wide", 16384, 0.012, 3276)
+
+
 def fedcompress_specs() -> list[Spec]:
-    """METHODS.md 8.3 small target."""
+    """METHODS.md 8.3 small target (digits, DigitsCNN)."""
     return [
         Spec("fedavg_e10", "jobs/fedcompress_fedavg.toml", "FedAvg, 10 epochs", None,
              ("train.epochs=10",)),
@@ -88,6 +113,16 @@ def fedcompress_specs() -> list[Spec]:
              ("train.epochs=5",)),
         Spec("client_clustering", "jobs/client_clustering.toml", "client-only clustering", None),
         Spec("fedcompress", "jobs/fedcompress.toml", "FedCompress", None),
+    ]
+
+
+def fedcompress_wide_specs() -> list[Spec]:
+    """cnn1d_wide (D = 1,034,810) on MNIST-1D; FedAvg with the same local compute (4 epochs)."""
+    return [
+        Spec("fedavg_e4", "jobs/fedcompress_fedavg_cnn1d_wide.toml", "FedAvg, 4 epochs", None),
+        Spec("client_clustering", "jobs/client_clustering_cnn1d_wide.toml",
+             "client-only clustering", None),
+        Spec("fedcompress", "jobs/fedcompress_cnn1d_wide.toml", "FedCompress", None),
     ]
 
 
@@ -104,8 +139,17 @@ def fedcompress_diag_specs() -> list[Spec]:
     ]
 
 
-SUITES = {"igc": igc_specs, "fedcompress": fedcompress_specs,
+SUITES = {"igc": igc_specs, "igc_quickstart": igc_quickstart_specs, "igc_wide": igc_wide_specs,
+          "fedcompress": fedcompress_specs, "fedcompress_wide": fedcompress_wide_specs,
           "fedcompress_diag": fedcompress_diag_specs}
+ALL = ("igc_quickstart", "fedcompress", "igc_wide", "fedcompress_wide")
+"""The suites ``all`` runs, in this order (the cheap quickstart ones first)."""
+
+
+def job_rounds(job: str) -> int:
+    import tomllib
+    with open(ROOT / job, "rb") as f:
+        return int(tomllib.load(f)["fl"]["rounds"])
 
 
 def run_name(spec: Spec, seed: int) -> str:
@@ -124,7 +168,7 @@ def _done(path: Path, rounds: int, seed: int) -> bool:
             and run.config["fl"]["rounds"] == rounds and run.config["seed"] == seed)
 
 
-def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
+def run_suite(suite: str, out: Path, rounds: int | None, seeds: list[int], ranks: int,
               only: list[str] | None, dry: bool) -> int:
     folder = out / suite.removesuffix("_diag")
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,13 +180,14 @@ def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
                 continue
             name = run_name(spec, seed)
             h5 = folder / f"{name}.h5"
-            if _done(h5, rounds, seed):
+            n_rounds = rounds or job_rounds(spec.job)
+            if _done(h5, n_rounds, seed):
                 print(f"[skip] {name}: completed log {h5}", flush=True)
                 continue
             cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks),
                    sys.executable, "-m", "fedsqueeze", "run", spec.job, "--out", str(folder),
                    "--name", name, "--no-progress", "--overwrite",
-                   "--set", f"fl.rounds={rounds}", "--set", f"seed={seed}"]
+                   "--set", f"fl.rounds={n_rounds}", "--set", f"seed={seed}"]
             for s in spec.sets:
                 cmd += ["--set", s]
             print(f"[run] {shlex.join(cmd)}", flush=True)
@@ -156,8 +201,8 @@ def run_suite(suite: str, out: Path, rounds: int, seeds: list[int], ranks: int,
     return failures
 
 
-def run_bench(out: Path, seed: int, runs: int) -> int:
-    """Inference benchmark of the final FedCompress model with its own codebooks.
+def run_bench(suite: str, out: Path, seed: int, runs: int) -> int:
+    """Inference benchmark of the final FedCompress model of ``suite`` with its own codebooks.
 
     ``benchmarks/fedcompress_inference.py`` keeps a tensor's codebook only when it has at most
     ``--k`` distinct values and otherwise re-clusters it to ``--k`` (default 8); the final model
@@ -167,7 +212,7 @@ def run_bench(out: Path, seed: int, runs: int) -> int:
     from fedsqueeze.log import read_run
     from fedsqueeze.methods.weight_clustering import model_layout
 
-    h5 = out / "fedcompress" / f"fedcompress_s{seed}.h5"
+    h5 = out / suite / f"fedcompress_s{seed}.h5"
     run = read_run(h5)
     k = int(run.rounds["k_next"].iloc[-1])
     from fedsqueeze.data.datasets import load_dataset
@@ -177,13 +222,15 @@ def run_bench(out: Path, seed: int, runs: int) -> int:
                       **cfg["data"]["options"])
     model = build_model(cfg["model"]["name"], input_shape=tuple(ds.input_shape),
                         num_classes=int(ds.num_classes), seed=cfg["seed"])
+    layers = cfg["method"].get("cluster_layers", "auto")
     pos, w = 0, run.model
-    for numel, clustered in model_layout(model, cfg["method"].get("cluster_layers", "auto")):
+    for numel, clustered in model_layout(model, layers):
         if clustered:
             k = max(k, int(np.unique(w[pos:pos + numel]).size))
         pos += numel
     cmd = [sys.executable, "benchmarks/fedcompress_inference.py", "--h5", str(h5), "--json",
-           str(out / "fc_inference.json"), "--runs", str(runs), "--k", str(k)]
+           str(out / f"{suite}_inference.json"), "--runs", str(runs), "--k", str(k),
+           "--cluster-layers", layers]
     print(f"[bench] {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
@@ -216,6 +263,15 @@ def _fmt(x, spec=",.0f"):
     return format(x, spec)
 
 
+def _us(seconds: float | None) -> str:
+    """Microseconds, or "not measured" for a missing (null) benchmark entry."""
+    return "not measured" if seconds is None else _fmt(seconds * 1e6, ".1f")
+
+
+def _x(ratio: float | None) -> str:
+    return "not measured" if ratio is None else _fmt(ratio, ".3f") + "×"
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -234,9 +290,9 @@ def _acc_at_budget(run, budget: float) -> tuple[float, int]:
     return float(r["test_accuracy"].iloc[ok[-1]]), int(ok[-1]) + 1
 
 
-def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
+def igc_table(suite: str, out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     from fedsqueeze.log.summary import dense_bytes, run_metrics
-    runs = _load(out / "igc", igc_specs(), seeds)
+    runs = _load(out / suite, SUITES[suite](), seeds)
     if not runs:
         return "(no IGC runs found)\n", pd.DataFrame()
     rows = []
@@ -310,7 +366,7 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
             accs = [v[0] for v in vals]
             row[f"acc within {b / 1e6:.2f} MB ({bname} total)"] = (
                 "never within budget" if all(math.isnan(a) for a in accs) else
-                f"{np.nanmean(accs):.3f} (round {int(np.mean([v[1] for v in vals]))})")
+                f"{np.nanmean(accs):.3f} (after {int(np.mean([v[1] for v in vals]))} rounds)")
         eq_rows.append(row)
     eq = pd.DataFrame(eq_rows)
 
@@ -346,10 +402,13 @@ def igc_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
     return "\n".join(text), df
 
 
-def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
-    runs = _load(out / "fedcompress", fedcompress_specs(), seeds)
-    runs += [x for x in _load(out / "fedcompress", fedcompress_diag_specs(), seeds,
-                              quiet=True)]
+def fedcompress_table(suite: str, out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
+    specs = SUITES[suite]()
+    runs = _load(out / suite, specs, seeds)
+    if suite == "fedcompress":
+        runs += [x for x in _load(out / suite, fedcompress_diag_specs(), seeds, quiet=True)]
+    refs = [s.name for s in specs if s.name.startswith("fedavg")]
+    ref_label = {s.name: s.label for s in specs}
     if not runs:
         return "(no FedCompress runs found)\n", pd.DataFrame()
     by = {(s.name, seed): run for s, seed, run in runs}
@@ -392,8 +451,10 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                "down_B_msg": float(r["bytes_down"].sum() / r["n_sampled"].sum())}
         rows.append(row)
     df = pd.DataFrame(rows)
-    # ratios against FedAvg 10 epochs (project baseline, METHODS.md 3.4 item 7) of the same seed
-    for ref in ("fedavg_e10", "fedavg_e5"):
+    # ratios against FedAvg with the same local compute (refs[0], METHODS.md 3.4 item 7) and
+    # any other FedAvg run of the suite, same seed
+    r0 = refs[0]
+    for ref in refs:
         for col, src in (("ccr_wire", "wire_total"), ("ccr_zip", "zip_total"),
                          ("ccr_up", "bytes_up"), ("ccr_down", "bytes_down"),
                          ("ccr_zip_up", "zip_up"), ("ccr_zip_down", "zip_down")):
@@ -401,7 +462,7 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                 _ref_total(by, ref, s, src, by[(n, s)].rounds["round"]) / v if v else math.nan
                 for n, s, v in zip(df["name"], df["seed"], df[src], strict=True)]
     df["mcr_wire"] = 4 * df["D"] / df["model_bytes"]
-    zref = {s: by[("fedavg_e10", s)].rounds for s in seeds if ("fedavg_e10", s) in by}
+    zref = {s: by[(r0, s)].rounds for s in seeds if (r0, s) in by}
     df["mcr_zip"] = [(float(zref[s]["zip_bytes_down"].iloc[-1] / zref[s]["n_sampled"].iloc[-1])
                       / z) if s in zref and z == z else math.nan
                      for s, z in zip(df["seed"], df["model_zip_bytes"], strict=True)]
@@ -421,14 +482,14 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         "method": [labels[n] for n in agg["name"]],
         "up B/client/round": [_fmt(v) for v in agg["up_B_msg"]],
         "down B/client/round": [_fmt(v) for v in agg["down_B_msg"]],
-        "CCR wire (up+down)": [ratio(v) for v in agg["ccr_wire_vs_fedavg_e10"]],
+        "CCR wire (up+down)": [ratio(v) for v in agg[f"ccr_wire_vs_{r0}"]],
         "CCR wire up / down": [f"{ratio(a)} / {ratio(b)}" for a, b in
-                               zip(agg["ccr_up_vs_fedavg_e10"], agg["ccr_down_vs_fedavg_e10"],
+                               zip(agg[f"ccr_up_vs_{r0}"], agg[f"ccr_down_vs_{r0}"],
                                    strict=True)],
-        "CCR zip (up+down)": [ratio(v) for v in agg["ccr_zip_vs_fedavg_e10"]],
+        "CCR zip (up+down)": [ratio(v) for v in agg[f"ccr_zip_vs_{r0}"]],
         "CCR zip up / down": [f"{ratio(a)} / {ratio(b)}" for a, b in
-                              zip(agg["ccr_zip_up_vs_fedavg_e10"],
-                                  agg["ccr_zip_down_vs_fedavg_e10"], strict=True)],
+                              zip(agg[f"ccr_zip_up_vs_{r0}"],
+                                  agg[f"ccr_zip_down_vs_{r0}"], strict=True)],
         "final model B (wire)": [_fmt(v) for v in agg["model_bytes"]],
         "MCR wire": [ratio(v) for v in agg["mcr_wire"]],
         "final model B (zip)": [_fmt(v) for v in agg["model_zip_bytes"]],
@@ -438,13 +499,12 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
         "final teacher acc": [_fmt(v, ".3f") for v in agg["teacher_final"]],
         "teacher last 5": [_fmt(v, ".3f") for v in agg["teacher_last5"]],
     })
-    vs5 = pd.DataFrame({
-        "method": [labels[n] for n in agg["name"]],
-        "CCR wire vs FedAvg 5 ep": [ratio(v) for v in agg["ccr_wire_vs_fedavg_e5"]],
-        "CCR zip vs FedAvg 5 ep": [ratio(v) for v in agg["ccr_zip_vs_fedavg_e5"]],
-        "mean s/round": [_fmt(v, ".1f") for v in agg["mean_round_s"]],
-        "mean distillation s/round": [_fmt(v, ".1f") for v in agg["t_distill_mean"]],
-    })
+    vs5 = pd.DataFrame({"method": [labels[n] for n in agg["name"]]})
+    for ref in refs[1:]:
+        vs5[f"CCR wire vs {ref_label[ref]}"] = [ratio(v) for v in agg[f"ccr_wire_vs_{ref}"]]
+        vs5[f"CCR zip vs {ref_label[ref]}"] = [ratio(v) for v in agg[f"ccr_zip_vs_{ref}"]]
+    vs5["mean s/round"] = [_fmt(v, ".1f") for v in agg["mean_round_s"]]
+    vs5["mean distillation s/round"] = [_fmt(v, ".1f") for v in agg["t_distill_mean"]]
     ktxt = []
     for spec, seed, run in runs:
         if "k_t" in run.rounds:
@@ -456,7 +516,7 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
                         + f" (k for the next round after the last: {k_after})")
     cfg = next(run for spec, seed, run in runs if spec.name == "fedcompress").config \
         if any(s.name == "fedcompress" for s, _, _ in runs) else runs[0][2].config
-    bench = out / "fc_inference.json"
+    bench = out / f"{suite}_inference.json"
     btxt = []
     if bench.is_file():
         b = json.loads(bench.read_text())
@@ -465,24 +525,24 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
             "torch dense µs": [_fmt(r["t_torch_dense_s"] * 1e6, ".1f") for r in b["rows"]],
             "torch clustered µs": [_fmt(r["t_torch_clustered_s"] * 1e6, ".1f") for r in b["rows"]],
             "(i) dense-path ratio": [_fmt(r["ratio_dense_path"], ".3f") + "×" for r in b["rows"]],
-            "numba dense µs": [_fmt(r["t_numba_dense_s"] * 1e6, ".1f") for r in b["rows"]],
-            "numba LUT µs": [_fmt(r["t_numba_lut_s"] * 1e6, ".1f") for r in b["rows"]],
-            "(ii) LUT vs numba dense": [_fmt(r["ratio_lut_vs_numba_dense"], ".3f") + "×"
-                                        for r in b["rows"]],
-            "torch dense / LUT": [_fmt(r["ratio_lut_vs_torch_dense"], ".3f") + "×"
-                                  for r in b["rows"]],
+            "numba dense µs": [_us(r["t_numba_dense_s"]) for r in b["rows"]],
+            "numba LUT µs": [_us(r["t_numba_lut_s"]) for r in b["rows"]],
+            "(ii) LUT vs numba dense": [_x(r["ratio_lut_vs_numba_dense"]) for r in b["rows"]],
+            "torch dense / LUT": [_x(r["ratio_lut_vs_torch_dense"]) for r in b["rows"]],
         })
         btxt = [f"Inference speed (`benchmarks/fedcompress_inference.py`, final FedCompress model "
                 f"of seed {nseed[0]}, clustered tensors k = {b['k']}, median of {b['runs']} runs "
                 f"after {b['warmup']} warm-ups, {b['threads']} thread; ratio = t_dense / "
                 f"t_clustered, > 1 means the clustered model is faster):", "", _md(bt), ""]
-    summary = _fc_summary(agg, out / "fc_inference.json")
+    summary = _fc_summary(agg, bench, r0, ref_label[r0])
     text = [
         f"Setup (read from the logs): {cfg['data']['name']}, model {cfg['model']['name']} "
         f"(D = {int(df['D'].iloc[0]):,}), {cfg['data']['clients']} clients, "
-        f"{cfg['data']['partition']}, fraction {cfg['sampling']['fraction']}, **{R} rounds** "
-        f"(not the 60 of METHODS.md 8.3; see below), {seed_note}, `mpiexec -n 3`. "
-        "CCR = FedAvg (10 epochs) bytes / method bytes over the same rounds and clients, from "
+        f"{cfg['data']['partition']}, fraction {cfg['sampling']['fraction']}, "
+        f"{cfg['train']['epochs']} + {cfg['method'].get('cluster_epochs', 0)} local epochs, "
+        f"clustered layers {cfg['method'].get('cluster_layers', 'auto')}, "
+        f"**{R} rounds**, {seed_note}, `mpiexec -n 3`. "
+        f"CCR = bytes of \"{ref_label[r0]}\" / method bytes over the same rounds and clients, from "
         "the measured frames (wire) and from the reference's zip-of-HDF5 size of every message "
         "(zip); MCR (wire) = 4·D / ME bytes of the final global model; MCR (zip) = zip size of "
         "the final FedAvg model / zip size of the final model. \"final acc\" is the test "
@@ -511,33 +571,34 @@ def fedcompress_table(out: Path, seeds: list[int]) -> tuple[str, pd.DataFrame]:
 PAPER = {"ccr": 4.5, "mcr": 4.14, "speed": 1.15}
 
 
-def _fc_summary(agg: pd.DataFrame, bench: Path) -> str:
-    """FedCompress against FedAvg (10 epochs) next to the paper's figures."""
+def _fc_summary(agg: pd.DataFrame, bench: Path, ref: str, ref_label: str) -> str:
+    """FedCompress against FedAvg with the same local compute, next to the paper's figures."""
     rows = agg.set_index("name")
-    if "fedcompress" not in rows.index or "fedavg_e10" not in rows.index:
+    if "fedcompress" not in rows.index or ref not in rows.index:
         return "(FedCompress or FedAvg run missing: no summary)"
-    fc, fa = rows.loc["fedcompress"], rows.loc["fedavg_e10"]
+    fc, fa = rows.loc["fedcompress"], rows.loc[ref]
     speed = "not measured"
     if bench.is_file():
         b = json.loads(bench.read_text())
         speed = "; ".join(
-            f"batch {r['batch']}: dense path {r['ratio_dense_path']:.2f}×, LUT vs Numba dense "
-            f"{r['ratio_lut_vs_numba_dense']:.2f}×, LUT vs torch dense "
-            f"{r['ratio_lut_vs_torch_dense']:.2f}×" for r in b["rows"])
+            f"batch {r['batch']}: dense path {r['ratio_dense_path']:.2f}×"
+            + ("" if r["ratio_lut_vs_numba_dense"] is None else
+               f", LUT vs Numba dense {r['ratio_lut_vs_numba_dense']:.2f}×, LUT vs torch dense "
+               f"{r['ratio_lut_vs_torch_dense']:.2f}×") for r in b["rows"])
     t = pd.DataFrame({
-        "quantity": ["CCR (both directions) vs FedAvg 10 ep", "MCR (final model)",
+        "quantity": [f"CCR (both directions) vs {ref_label}", "MCR (final model)",
                      "inference speed ratio", "accuracy (mean of the last 5 rounds)"],
         "paper (3P summary, unverified)": [f"≈ {PAPER['ccr']}×", f"≈ {PAPER['mcr']}×",
                                            f"up to {PAPER['speed']}×",
                                            "negligible loss vs FedAvg"],
-        "measured, wire": [f"{fc['ccr_wire_vs_fedavg_e10']:.2f}×", f"{fc['mcr_wire']:.2f}×",
+        "measured, wire": [f"{fc[f'ccr_wire_vs_{ref}']:.2f}×", f"{fc['mcr_wire']:.2f}×",
                            speed, f"student {fc['last5_acc']:.3f}, teacher "
                            f"{fc['teacher_last5']:.3f} vs FedAvg {fa['last5_acc']:.3f} "
                            f"({100 * (fc['last5_acc'] - fa['last5_acc']):+.1f} pp)"],
-        "measured, zip (reference metric)": [f"{fc['ccr_zip_vs_fedavg_e10']:.2f}×",
+        "measured, zip (reference metric)": [f"{fc[f'ccr_zip_vs_{ref}']:.2f}×",
                                              f"{fc['mcr_zip']:.2f}×", "–", "–"],
     })
-    return "FedCompress against FedAvg (10 local epochs), next to the paper:\n\n" + _md(t)
+    return f"FedCompress against {ref_label}, next to the paper:\n\n" + _md(t)
 
 
 def _ref_total(by, ref: str, seed: int, src: str, rounds) -> float:
@@ -565,40 +626,51 @@ def write_docs(doc: Path, block: str) -> None:
     doc.write_text(text)
 
 
-def large_model_check() -> str:
-    """Parameter counts of the registry models on the datasets available offline here."""
-    from fedsqueeze.models import build_model
-    from fedsqueeze.models.init import num_params
-    cases = [("mnist_cnn", (1, 8, 8), 10, "digits"), ("femnist_cnn", (1, 8, 8), 10, "digits"),
-             ("mnist_2nn", (1, 40), 10, "mnist1d"), ("mnist_cnn", (1, 28, 28), 10,
-                                                      "MNIST (IDX files, not on this machine)")]
-    try:
-        from fedsqueeze.data.synthetic import CHARS_VOCAB
-        cases.append(("shakespeare_lstm", (32,), len(CHARS_VOCAB) + 1, "chars"))
-    except ImportError:
-        pass
-    rows = []
-    for name, shape, k, data in cases:
-        try:
-            n = num_params(build_model(name, input_shape=shape, num_classes=k, seed=0))
-            rows.append(f"{name} on {data} {shape}: D = {n:,}")
-        except Exception as e:  # noqa: BLE001
-            rows.append(f"{name} on {data} {shape}: cannot be built ({e})")
-    return "; ".join(rows)
+def tables(out: Path, seeds: list[int], update_docs: bool = False,
+           notes: dict[str, str | None] | None = None) -> None:
+    """Build ``igc_results.md`` / ``fedcompress_results.md`` (+ CSV) from every suite present."""
+    out.mkdir(parents=True, exist_ok=True)
+    titles = {"igc_quickstart": "Quickstart setup (digits, DigitsMLP)",
+              "igc_wide": "1M-parameter model (cnn1d_wide on MNIST-1D)",
+              "igc": "METHODS.md 8.2 small target (MNIST-1D MLP)",
+              "fedcompress": "Quickstart data (digits, DigitsCNN)",
+              "fedcompress_wide": "CNN on MNIST-1D (cnn1d_wide, D = 1,034,810)"}
+    for name, suites, fn in (("igc", ("igc_quickstart", "igc_wide", "igc"), igc_table),
+                             ("fedcompress", ("fedcompress", "fedcompress_wide"),
+                              fedcompress_table)):
+        parts, frames = [], []
+        for suite in suites:
+            if not (out / suite).is_dir():
+                continue
+            md, df = fn(suite, out, seeds)
+            parts.append(f"### {titles[suite]}\n\n{md.strip()}\n")
+            if not df.empty:
+                frames.append(df.assign(suite=suite))
+        md = "\n".join(parts) or "(no runs found)\n"
+        if notes and notes.get(name):
+            md = md.rstrip() + "\n\n" + Path(notes[name]).read_text().strip() + "\n"
+        (out / f"{name}_results.md").write_text(md)
+        if frames:
+            pd.concat(frames).to_csv(out / f"{name}_results.csv", index=False)
+        print(md)
+        if update_docs:
+            write_docs(ROOT / "docs" / f"{name}.md", md)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "runs" / "igc_fedcompress"))
+    ap.add_argument("--out", default="/tmp/exp_igc_fc")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a suite's jobs sequentially (mpiexec)")
     r.add_argument("suite", choices=sorted(SUITES))
-    r.add_argument("--rounds", type=int, required=True)
+    r.add_argument("--rounds", type=int, help="default: fl.rounds of each job file")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
     r.add_argument("--ranks", type=int, default=3)
     r.add_argument("--only", nargs="+", help="spec names (e.g. igc_static_d256 fedavg)")
     r.add_argument("--dry-run", action="store_true")
     b = sub.add_parser("bench", help="inference speed of the final FedCompress model")
+    b.add_argument("suite", nargs="?", default="fedcompress",
+                   choices=["fedcompress", "fedcompress_wide"])
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--runs", type=int, default=100)
     t = sub.add_parser("tables", help="build the markdown/CSV tables from the logs")
@@ -606,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--update-docs", action="store_true")
     t.add_argument("--notes-igc", help="markdown file appended below the IGC tables")
     t.add_argument("--notes-fedcompress", help="markdown file appended below the FC tables")
+    a = sub.add_parser("all", help="run the suites of ALL (job-file rounds), benchmark, tables")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0])
+    a.add_argument("--ranks", type=int, default=3)
+    a.add_argument("--runs", type=int, default=100, help="benchmark repetitions")
     args = ap.parse_args(argv)
     out = Path(args.out)
     os.chdir(ROOT)
@@ -613,21 +689,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(run_suite(args.suite, out, args.rounds, args.seeds, args.ranks, args.only,
                              args.dry_run) > 0)
     if args.cmd == "bench":
-        return run_bench(out, args.seed, args.runs)
-    out.mkdir(parents=True, exist_ok=True)
-    igc_md, igc_df = igc_table(out, args.seeds)
-    igc_md += "\n" + "Models with D >= 1M on the data available offline: " + large_model_check() \
-        + ".\n"
-    fc_md, fc_df = fedcompress_table(out, args.seeds)
-    for name, md, df, notes in (("igc", igc_md, igc_df, args.notes_igc),
-                                ("fedcompress", fc_md, fc_df, args.notes_fedcompress)):
-        if notes:
-            md = md.rstrip() + "\n\n" + Path(notes).read_text().strip() + "\n"
-        (out / f"{name}_results.md").write_text(md)
-        df.to_csv(out / f"{name}_results.csv", index=False)
-        print(md)
-        if args.update_docs:
-            write_docs(ROOT / "docs" / f"{name}.md", md)
+        return run_bench(args.suite, out, args.seed, args.runs)
+    if args.cmd == "all":
+        fails = 0
+        for suite in ALL:
+            fails += run_suite(suite, out, None, args.seeds, args.ranks, None, False)
+            if suite.startswith("fedcompress"):
+                fails += run_bench(suite, out, args.seeds[0], args.runs) != 0
+        tables(out, args.seeds)
+        return int(fails > 0)
+    tables(out, args.seeds, args.update_docs,
+           {"igc": args.notes_igc, "fedcompress": args.notes_fedcompress})
     return 0
 
 

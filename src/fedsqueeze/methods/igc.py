@@ -231,6 +231,8 @@ class IGCStrategy(Strategy):
 class IGCClient(ClientProgram):
     """Worker side: rebuilds its view from the downlink, trains ``theta'``, uploads ``dtheta'``."""
 
+    devices = ("cpu",)  # NumPy inside the training loop
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.ef = None

@@ -13,6 +13,7 @@ digits_mlp          64-64-10                                        (1, 8, 8)   
 digits_cnn          conv3 16, conv3 32, GAP "embedding", fc         (1, 8, 8)     5,130
 mlp1d               40-100-100-10                                   (1, 40)       15,210
 cnn1d               conv5 32, conv3/2 32, conv3/2 32, GAP, fc       (1, 40)       6,730
+cnn1d_wide          conv5 32, conv3 64, flatten, fc 400, fc         (1, 40)       1,034,810
 mlr                 linear                                          (60,)         610
 mnist_2nn           784-200-200-10                                  (1, 28, 28)   199,210
 mnist_cnn           conv5 32, pool, conv5 64, pool, fc 512, fc      (1, 28, 28)   1,663,370
@@ -151,6 +152,18 @@ def _cnn1d(input_shape, num_classes):
                            cuts={"conv1": 2, "conv2": 4, "conv3": 6, "embedding": 7})
 
 
+def _cnn1d_wide(input_shape, num_classes):
+    """A >= 1M-parameter 1-D CNN (no pooling; the fc layer holds 99% of the weights)."""
+    _need("cnn1d_wide", input_shape, 2, "(C, L)")
+    c, length = input_shape
+    stages = [("conv1", nn.Conv1d(c, 32, 5, padding=2)), ("relu1", nn.ReLU()),
+              ("conv2", nn.Conv1d(32, 64, 3, padding=1)), ("relu2", nn.ReLU()),
+              ("flatten", nn.Flatten(1)),
+              ("fc1", nn.Linear(64 * length, 400)), ("relu3", nn.ReLU()),
+              ("fc2", nn.Linear(400, num_classes))]
+    return SequentialModel(stages, input_shape=input_shape, cuts={"conv1": 2, "conv2": 4})
+
+
 def _two_conv(name: str, hidden: int):
     def build(input_shape, num_classes):
         _need(name, input_shape, 3, "(C, H, W) with H, W divisible by 4")
@@ -202,6 +215,7 @@ MODELS: Mapping[str, Callable[[tuple[int, ...], int], SequentialModel]] = Mappin
     "digits_cnn": _digits_cnn,
     "mlp1d": _mlp("mlp1d", (100, 100)),
     "cnn1d": _cnn1d,
+    "cnn1d_wide": _cnn1d_wide,
     "mlr": _mlp("mlr", ()),
     "mnist_2nn": _mlp("mnist_2nn", (200, 200)),
     "mnist_cnn": _two_conv("mnist_cnn", 512),

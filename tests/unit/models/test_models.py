@@ -26,6 +26,7 @@ SPECS = {
     "digits_cnn": ((1, 8, 8), 10, 5_130),
     "mlp1d": ((1, 40), 10, 15_210),
     "cnn1d": ((1, 40), 10, 6_730),
+    "cnn1d_wide": ((1, 40), 10, 1_034_810),
     "mlr": ((60,), 10, 610),
     "mnist_2nn": ((1, 28, 28), 10, 199_210),
     "mnist_cnn": ((1, 28, 28), 10, 1_663_370),
@@ -34,7 +35,8 @@ SPECS = {
     "shakespeare_lstm": ((80,), 81, None),
     "resnet20": ((3, 32, 32), 10, None),
 }
-SMALL = ["digits_mlp", "digits_cnn", "mlp1d", "cnn1d", "mlr", "char_gru", "resnet20"]
+SMALL = ["digits_mlp", "digits_cnn", "mlp1d", "cnn1d", "cnn1d_wide", "mlr", "char_gru",
+         "resnet20"]
 
 
 def _build(name, seed=0):
@@ -94,7 +96,8 @@ def test_build_leaves_global_rng_alone(name):
 
 @pytest.mark.parametrize(("name", "index", "fan_in"), [
     ("digits_mlp", 0, 64), ("digits_mlp", 1, 64), ("digits_mlp", 3, 64),
-    ("digits_cnn", 0, 9), ("digits_cnn", 3, 144), ("cnn1d", 2, 96), ("mlr", 1, 60)])
+    ("digits_cnn", 0, 9), ("digits_cnn", 3, 144), ("cnn1d", 2, 96), ("mlr", 1, 60),
+    ("cnn1d_wide", 4, 2560)])
 def test_linear_conv_values_follow_philox_rule(name, index, fan_in):
     p = list(_build(name, seed=3).parameters())[index].detach().numpy().ravel()
     u = rng.uniform24(3, purpose=rng.Purpose.INIT, stream=index, n=p.size).astype(np.float64)
