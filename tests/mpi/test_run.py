@@ -8,7 +8,7 @@ import pytest
 from fedsqueeze.comm.wire import HEADER_SIZE
 from fedsqueeze.log import read_run
 
-from .conftest import fedsqueeze_run
+from .conftest import fedsqueeze_run, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -70,3 +70,18 @@ def test_config_error_names_the_key_before_training(tmp_path):
     assert p.returncode != 0
     assert "train.lr" in p.stderr and "greater than 0" in p.stderr
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_a_rerun_under_the_same_name_starts_from_scratch(tmp_path):
+    """Error-feedback residuals on disk from an earlier run must not leak into a fresh one."""
+    sets = (*SHORT, 'compress.up={id="topk", rho=0.05, error_feedback=true}',
+            'fl.client_state="disk"')
+    fedsqueeze_run(2, "jobs/quickstart.toml", tmp_path, "a", *sets)
+    first = read_run(tmp_path / "a.h5").model.copy()
+    assert (tmp_path / "a.client_state").exists()
+    args = ["-m", "fedsqueeze", "run", "jobs/quickstart.toml", "--out", str(tmp_path), "--name",
+            "a", "--no-progress", "--overwrite"]
+    for s in sets:
+        args += ["--set", s]
+    run_mpi(2, args)
+    np.testing.assert_array_equal(read_run(tmp_path / "a.h5").model, first)

@@ -97,11 +97,15 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
 
         raise ConfigError(f"--resume: no checkpoint at {paths['ckpt'] / 'server.npz'}")
     server_cls, worker_cls = get_roles(cfg.fl.method)
-    if ck is not None and tx.rank == 0:
+    if tx.rank == 0:
+        # a fresh run never sees the client state (error-feedback residuals, ...) or the
+        # checkpoint an earlier run of the same name left behind; a resumed one gets its own
         shutil.rmtree(paths["state"], ignore_errors=True)
-        if (paths["ckpt"] / "client_state").exists():
+        if ck is None:
+            shutil.rmtree(paths["ckpt"], ignore_errors=True)
+        elif (paths["ckpt"] / "client_state").exists():
             shutil.copytree(paths["ckpt"] / "client_state", paths["state"])
-    comm.Barrier()  # the shared client-state folder is restored before any worker opens it
+    comm.Barrier()  # the shared client-state folder is ready before any worker opens it
     if tx.rank != 0:
         _ignore_preemption_signals()
         worker = worker_cls(world, tx, state_dir=paths["state"], ckpt_dir=paths["ckpt"])
