@@ -24,7 +24,7 @@ import torch
 from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import pack_frame
 from ..fl import protocol as P
-from ..fl.state import MemoryStore
+from ..fl.state import DiskStore, MemoryStore
 from ..fl.train import Trainer, flat_params, set_flat_params
 from .parts import build_parts
 from .payloads import (
@@ -131,8 +131,11 @@ class SplitWorker:
         self.world, self.tx = world, transport
         self.cfg = world.cfg
         self.rank = transport.rank
-        # clients always live on their home worker (split.schedule.placement): memory suffices
-        self.store = MemoryStore()
+        # clients always live on their home worker (split.schedule.placement), so memory suffices;
+        # fl.client_state = "disk" keeps the warm starts in the shared folder that checkpoints
+        # copy, so that a run can resume on another number of ranks
+        self.store = (DiskStore(state_dir) if self.cfg.fl.client_state == "disk"
+                      else MemoryStore())
         self.ckpt_dir = ckpt_dir
         opts = world.options
         self.parts = build_parts(world, opts.cut)
@@ -165,11 +168,11 @@ class SplitWorker:
         self.tx.wait_sends()
 
     def _checkpoint(self, t: int) -> None:
-        if self.ckpt_dir is not None:
+        if self.ckpt_dir is not None and isinstance(self.store, MemoryStore):
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.store.snapshot(self.ckpt_dir / f"rank{self.rank}.state.npz")
         ack = P.json_payload({"checkpoint": t, "rank": self.rank})
-        self.tx.send(0, int(Kind.METRICS), pack_frame(Kind.METRICS, ack, round=t,
+        self.tx.send_frame(0, int(Kind.METRICS), pack_frame(Kind.METRICS, ack, round=t,
                                                       client=SYSTEM_CLIENT))
 
     def round(self, task: P.TaskList) -> None:
@@ -190,7 +193,7 @@ class SplitWorker:
             active = [int(c) for c in plan.active(s)]
             for c in active:
                 frame = pack_frame(Kind.SPLIT_ACT, clients[c].forward(s), round=t, client=c)
-                sent[c] += self.tx.isend(0, int(Kind.SPLIT_ACT), frame)
+                sent[c] += self.tx.isend_frame(0, int(Kind.SPLIT_ACT), frame)
             for c in active:
                 header, payload = self._recv(Kind.SPLIT_GRAD, clients[c].expected_grad_nbytes())
                 if header.round != t or header.client != c:
@@ -201,13 +204,13 @@ class SplitWorker:
         for c, pc in clients.items():
             up = prefix_up_sections(int(self.world.samples[c]), flat_params(pc.prefix))
             frame = pack_frame(Kind.UP_UPDATE, up, round=t, client=c)
-            sent[c] += self.tx.isend(0, int(Kind.UP_UPDATE), frame)
+            sent[c] += self.tx.isend_frame(0, int(Kind.UP_UPDATE), frame)
             if pc.state is not None:
                 self.store[("gpq", c)] = pc.state
             rows.append(pc.row(sent[c]))
         metrics = P.json_payload({"round": t, "rank": self.rank, "clients": rows,
                                   "state_bytes": self.store.nbytes()})
-        self.tx.isend(0, int(Kind.METRICS), pack_frame(Kind.METRICS, metrics, round=t,
+        self.tx.isend_frame(0, int(Kind.METRICS), pack_frame(Kind.METRICS, metrics, round=t,
                                                        client=SYSTEM_CLIENT))
         self.tx.wait_sends()
 

@@ -99,6 +99,7 @@ class SplitServer(Server):
         t0 = time.perf_counter()
         timers: dict[str, float] = defaultdict(float)
         sys_bytes: list[int] = []
+        self.round_start_state = (t, st.state_dict())  # what a failure checkpoint saves
         clients = st.sample(t)
         drop = self._dropouts(t, clients)
         st.begin_round(t, clients, W.samples[clients])
@@ -152,7 +153,7 @@ class SplitServer(Server):
                 continue
             first = int(cs[0])
             frame = pack_frame(dl.kind, dl.sections, round=t, client=first, flags=dl.flags)
-            n = self.tx.send(w, int(dl.kind), frame)
+            n = self.tx.send_frame(w, int(dl.kind), frame)
             for c in cs:
                 self.comm.add(round=t, client=int(c), direction=0, kind=dl.kind,
                               payload=n - HEADER_SIZE, pad=pad, bits=dl.theoretical_bits,
@@ -184,7 +185,7 @@ class SplitServer(Server):
         sections = grad_sections(self.backward, grad, msg.code)
         timers["t_suffix"] += time.perf_counter() - ts
         frame = pack_frame(Kind.SPLIT_GRAD, sections, round=t, client=c)
-        n = self.tx.isend(worker, int(Kind.SPLIT_GRAD), frame)
+        n = self.tx.isend_frame(worker, int(Kind.SPLIT_GRAD), frame)
         gbits = grad_theoretical_bits(self.backward, B, d_a, g)
         self.comm.add(round=t, client=c, direction=1, kind=Kind.SPLIT_ACT,
                       payload=nbytes - HEADER_SIZE, pad=msg.pad_bytes,
