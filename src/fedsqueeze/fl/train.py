@@ -68,10 +68,12 @@ class Trainer:
                  parts: list[np.ndarray], train_cfg: Any, seed: int,
                  device: torch.device | None = None) -> None:
         self.device = torch.device("cpu") if device is None else device
-        self.model, self.x, self.y, self.parts = model.to(self.device), x, y, parts
-        self.cfg, self.seed = train_cfg, seed
         # the data stays in host memory; each mini-batch is copied to the device
         self._on_device = self.device.type != "cpu"
+        if self._on_device:
+            model = model.to(self.device)
+        self.model, self.x, self.y, self.parts = model, x, y, parts
+        self.cfg, self.seed = train_cfg, seed
 
     def _to_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._on_device:

@@ -15,7 +15,8 @@ Every section starts 4-byte aligned; all scalars little-endian::
 ``step`` is the 1-based local step of the round (``/comm`` logs the same number); METHODS.md 5.5
 leaves these two bytes zero, STYLE.md section 4 puts the step there. Labels are bit-packed at
 ``ceil(log2 #classes)`` bits, LSB first. Receivers check every preamble field against what the
-run's config and the lockstep schedule predict, and every section length, before allocating.
+run's config and the lockstep schedule predict, and every section length, before allocating;
+float sections (activations, gradients, prefixes) must be finite.
 
 >>> from fedsqueeze.compress.activations import GPQ
 >>> g = GPQ(q=64, R=1, L=16).geometry(32, 1024)
@@ -41,6 +42,7 @@ from ..compress.activations import (
     codebook_grad_sums,
     to_fp16,
 )
+from ..compress.base import require_finite
 from ..errors import WireFormatError
 from ..kernels.cpu import bitpack as _bp
 
@@ -165,8 +167,9 @@ def parse_act(payload, spec: ActSpec, *, B: int, step: int) -> ActMessage:
                               f"expected {need}")
     code = dense = None
     if g is None:
-        dense = np.array(r.array("<f4", B * spec.d_a, "activations").reshape(B, spec.d_a),
-                         dtype=np.float32)
+        raw_act = r.array("<f4", B * spec.d_a, "activations")
+        require_finite(raw_act, "SPLIT_ACT: activations")
+        dense = np.array(raw_act.reshape(B, spec.d_a), dtype=np.float32)
         pad = 0
     else:
         assert spec.gpq is not None
@@ -239,13 +242,18 @@ def parse_grad(payload, fmt: str, *, B: int, d_a: int, code: ActCode | None = No
         raise WireFormatError(f"SPLIT_GRAD: payload of {memoryview(payload).nbytes} bytes, "
                               f"expected {need}")
     if fmt == "dense_fp32":
-        out = r.array("<f4", B * d_a, "gradient").reshape(B, d_a).astype(np.float32)
+        raw = r.array("<f4", B * d_a, "gradient")
+        require_finite(raw, "SPLIT_GRAD: gradient")
+        out = raw.reshape(B, d_a).astype(np.float32)
     elif fmt == "dense_fp16":
-        out = r.array("<f2", B * d_a, "gradient").reshape(B, d_a).astype(np.float32)
+        raw = r.array("<f2", B * d_a, "gradient")
+        require_finite(raw, "SPLIT_GRAD: gradient")
+        out = raw.reshape(B, d_a).astype(np.float32)
     else:
         assert code is not None and geometry is not None
         sums = r.array("<f4", geometry.R * geometry.L_eff * geometry.m, "codebook gradient")
-        out = codebook_grad_means(code, sums)
+        require_finite(sums, "SPLIT_GRAD: codebook gradient")
+        out = codebook_grad_means(code, sums)  # |mean| <= |sum|: finite
     r.finish()
     return out
 
@@ -264,6 +272,7 @@ def parse_prefix_up(payload, d_c: int, n_expected: int) -> np.ndarray:
         raise WireFormatError(f"UP_UPDATE: n_c = {n}, the client holds {n_expected} samples")
     w = r.array("<f4", d_c, "prefix")
     r.finish()
+    require_finite(w, "UP_UPDATE (prefix)")
     return w
 
 
@@ -272,5 +281,6 @@ def parse_prefix_down(payload, d_c: int) -> np.ndarray:
     r = SectionReader(payload, "DOWN_MODEL (prefix)")
     w = r.array("<f4", d_c, "prefix")
     r.finish()
+    require_finite(w, "DOWN_MODEL (prefix)")
     return w
 
