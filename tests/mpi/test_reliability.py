@@ -108,6 +108,7 @@ def test_the_log_survives_a_sigkilled_server(tmp_path):
         assert list(r.rounds["round"]) == list(range(n))
         assert set(r.clients["round"]) <= set(range(n + 1))
         assert r.status["state"] == "running"
+        print(f"rounds recovered from the SIGKILLed server's log: {n}")
     finally:
         for pid in rank_pids(name).values():
             os.kill(pid, signal.SIGKILL)
