@@ -358,6 +358,25 @@ def _words(words, blk0, c3, k0, k1):  # pragma: no cover - compiled
             words[j + 2] = w2
 
 
+@nb.njit(inline="always", **NJIT)
+def _pair_norms(x, k, full, bucket, norms, ax, ay):  # pragma: no cover - compiled
+    # norms of buckets k and k + 1 (one pass, two chains) or of the last bucket k alone, then a
+    # prefetch of the next pair's 64-byte lines while this pair is coded; returns 2 or 1
+    n = x.shape[0]
+    lo = k * bucket
+    if k + 1 < full:
+        s0, s1 = sumsq8_pair(x[lo:lo + bucket], x[lo + bucket:lo + 2 * bucket], ax, ay)
+        norms[k] = np.float32(math.sqrt(s0))
+        norms[k + 1] = np.float32(math.sqrt(s1))
+        cnt = 2
+    else:
+        norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], ax)))
+        cnt = 1
+    for p in range(lo + 2 * bucket, min(n, lo + (2 + cnt) * bucket), 16):
+        prefetch(x, p)
+    return cnt
+
+
 @nb.njit(**NJIT)
 def _encode_fused(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
                   ):  # pragma: no cover - compiled
@@ -371,17 +390,7 @@ def _encode_fused(x, bucket, w, sf, k0, k1, c3, norms, out, code_scr
     ay = acc[8:]
     k = 0
     while k < nb_:
-        lo = k * bucket
-        if k + 1 < full:
-            s0, s1 = sumsq8_pair(x[lo:lo + bucket], x[lo + bucket:lo + 2 * bucket], ax, ay)
-            norms[k] = np.float32(math.sqrt(s0))
-            norms[k + 1] = np.float32(math.sqrt(s1))
-            cnt = 2
-        else:
-            norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], ax)))
-            cnt = 1
-        for p in range(lo + 2 * bucket, min(n, lo + (2 + cnt) * bucket), 16):
-            prefetch(x, p)  # the next pair's 64-byte lines, while this pair is coded
+        cnt = _pair_norms(x, k, full, bucket, norms, ax, ay)
         for kk in range(k, k + cnt):
             a = kk * bucket
             e = min(n, a + bucket)
@@ -405,16 +414,7 @@ def _encode_w4(x, bucket, sf, k0, k1, c3, norms, out, code_scr):  # pragma: no c
     k = 0
     while k < nb_:
         lo = k * bucket
-        if k + 1 < full:
-            s0, s1 = sumsq8_pair(x[lo:lo + bucket], x[lo + bucket:lo + 2 * bucket], ax, ay)
-            norms[k] = np.float32(math.sqrt(s0))
-            norms[k + 1] = np.float32(math.sqrt(s1))
-            cnt = 2
-        else:
-            norms[k] = np.float32(math.sqrt(sumsq8_lanes(x[lo:min(n, lo + bucket)], ax)))
-            cnt = 1
-        for p in range(lo + 2 * bucket, min(n, lo + (2 + cnt) * bucket), 16):
-            prefetch(x, p)  # the next pair's 64-byte lines, while this pair is coded
+        cnt = _pair_norms(x, k, full, bucket, norms, ax, ay)
         hi = min(n, lo + cnt * bucket)
         _words(words[:hi - lo], lo // 4, c3, k0, k1)
         for kk in range(k, k + cnt):
