@@ -355,13 +355,17 @@ class Server:
                 continue
             timers["t_wait"] += time.perf_counter() - tw
             sys_bytes.append(nbytes)
-            data = P.parse_json(payload, "METRICS")
-            nb = int(data.get("state_bytes", 0))
+            try:
+                data, got = _metric_rows(P.parse_json(payload, "METRICS"), plan[w])
+            except WireFormatError as exc:  # logged; this worker's clients get no metrics
+                self.log.event(t, "warning", "frame_rejected", f"METRICS from rank {w}: {exc}")
+                continue
+            nb = data["state_bytes"]
             # a shared disk store is reported whole by every worker: count it once
-            self._state_bytes = (max(self._state_bytes, nb) if data.get("state_shared")
+            self._state_bytes = (max(self._state_bytes, nb) if data["state_shared"]
                                  else self._state_bytes + nb)
-            for r in data["clients"]:
-                rows[int(r["client"])] = r | {"rank": w}
+            for c, r in got.items():
+                rows[c] = r | {"rank": w}
         return rows
 
     def _log_round(self, t, clients, active, received, rejected, missing, metrics, up_bytes,
@@ -479,3 +483,40 @@ class Server:
             self._flush_log()
         return {"rounds": cfg.fl.rounds, "final": row, "bytes_up": self.total_up,
                 "bytes_down": self.total_down}
+
+
+_METRIC_NUMBERS = ("loss", "steps", "t_train", "t_encode", "t_decode", "sent_bytes",
+                   "pad_bytes", "theoretical_bits")
+
+
+def _metric_rows(data: Any, assigned) -> tuple[dict, dict[int, dict]]:
+    """Check a worker's METRICS JSON: per-client rows for clients it was assigned, numbers only.
+
+    Returns ``({"state_bytes", "state_shared"}, {client: row})``; anything else raises
+    :class:`WireFormatError` (the server logs it and carries on without those metrics).
+    """
+    def number(v: Any, what: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise WireFormatError(f"{what} = {v!r:.40}: expected a number")
+        return v
+
+    if not isinstance(data, dict) or not isinstance(data.get("clients"), list):
+        raise WireFormatError("expected an object with a list 'clients'")
+    allowed = {int(c) for c in assigned}
+    rows: dict[int, dict] = {}
+    for r in data["clients"]:
+        if not isinstance(r, dict) or isinstance(r.get("client"), bool) \
+                or not isinstance(r.get("client"), int) or r["client"] not in allowed:
+            raise WireFormatError(f"client row {r!r:.60} is not one of this worker's clients")
+        diag = r.get("diag", {})
+        if not isinstance(diag, dict):
+            raise WireFormatError(f"client {r['client']}: 'diag' is not an object")
+        row = {k: number(r[k], f"client {r['client']} {k}") for k in _METRIC_NUMBERS if k in r}
+        row["client"] = r["client"]
+        row["diag"] = {str(k): float(number(v, f"client {r['client']} diag {k}"))
+                       for k, v in diag.items()}
+        rows[r["client"]] = row
+    nb = number(data.get("state_bytes", 0), "state_bytes")
+    if nb < 0 or nb != int(nb):
+        raise WireFormatError(f"state_bytes = {nb}: expected a count")
+    return {"state_bytes": int(nb), "state_shared": bool(data.get("state_shared"))}, rows

@@ -118,3 +118,28 @@ def test_hostile_uplinks_are_rejected_logged_and_the_round_completes(world, rota
         w = server.strategy.weights
         assert np.isfinite(w).all()
         np.testing.assert_allclose(w - w_before, 1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("metrics", [
+    b"[1, 2]",                                                   # not an object
+    b'{"clients": 3}',                                           # clients not a list
+    b'{"clients": [{"client": 99, "loss": 1.0}]}',               # not this worker's client
+    b'{"clients": [{"client": true}]}',                          # a bool is no client id
+    b'{"clients": [{"client": 0, "loss": "x"}]}',                # a string where a number goes
+    b'{"clients": [{"client": 0, "diag": {"d": [1]}}]}',         # a list as a diagnostic
+    b'{"clients": [], "state_bytes": -5}',                       # a negative count
+    b'{"clients": [{"client": 0}]' + b" " * 10,                  # broken JSON
+])
+def test_a_hostile_metrics_frame_is_logged_and_the_round_completes(world, metrics):
+    tx = LoopbackTransport(0, 2, collections.defaultdict(collections.deque))
+    worker = tx.peer(1)
+    log = _Log()
+    server = Server(world, tx, log)
+    server.setup()
+    for c in range(CLIENTS):
+        worker.send_frame(0, int(Kind.UP_UPDATE), _uplink(world, c, 0, "valid"))
+    worker.send_frame(0, int(Kind.METRICS), wire.pack_frame(Kind.METRICS, metrics, round=0,
+                                                            client=SYSTEM_CLIENT))
+    row = server.run_round(0)
+    assert row["n_received"] == CLIENTS
+    assert [e for e in log.events if e[2] == "frame_rejected" and "METRICS from rank 1" in e[3]]
