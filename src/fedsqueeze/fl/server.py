@@ -306,13 +306,22 @@ class Server:
         replies = {}
         for c in active:
             tw = time.perf_counter()
-            header, payload, _, nbytes = self.tx.recv_frame(
-                owner[c], int(Kind.UP_CTRL), timeout=self.cfg.fl.worker_timeout_s,
-                max_payload=1 << 20)
+            try:
+                header, payload, _, nbytes = self.tx.recv_frame(
+                    owner[c], int(Kind.UP_CTRL), timeout=self.cfg.fl.worker_timeout_s,
+                    max_payload=1 << 20)
+            except WireFormatError as exc:  # logged; the strategy skips b"", the client is answered
+                timers["t_wait"] += time.perf_counter() - tw
+                self.log.event(t, "warning", "frame_rejected",
+                               f"UP_CTRL from rank {owner[c]}: {exc}")
+                replies[c] = b""
+                continue
             timers["t_wait"] += time.perf_counter() - tw
-            if header.client != c or header.round != t:
-                raise WireFormatError(f"UP_CTRL for client {header.client} round {header.round}, "
-                                      f"expected {c}, {t}")
+            if header.client != c or header.round != t:  # logged; the strategy skips b""
+                self.log.event(t, "warning", "frame_rejected",
+                               f"UP_CTRL from rank {owner[c]} for client {header.client} round "
+                               f"{header.round}, expected client {c} round {t}")
+                payload = b""
             replies[c] = payload
             self.comm.add(round=t, client=c, direction=1, kind=Kind.UP_CTRL,
                           payload=nbytes - HEADER_SIZE, pad=0, bits=np.nan, physical=True)

@@ -109,14 +109,18 @@ class AdaQuantFL(Strategy):
     def control(self, t: int, replies: Mapping[int, Any]) -> dict[int, Downlink]:
         """Parse every ``u32 n_i | f32 F_i``, compute ``F_k`` and ``s_k``, answer all clients.
 
-        Replies with a non-finite or negative loss, or ``n_i = 0``, do not enter ``F_k``; if no
-        reply is usable the previous level is kept.
+        Replies with a non-finite or negative loss, or ``n_i = 0``, or that do not parse (the
+        server logged those), do not enter ``F_k``; if no reply is usable the previous level is
+        kept. Every client gets the level.
         """
         num = den = 0.0
         for c in sorted(replies):
-            r = SectionReader(replies[c], f"UP_CTRL client {c}")
-            n_i, f_i = r.struct(CTRL_UP, "n_i | F_i")
-            r.finish()
+            try:
+                r = SectionReader(replies[c], f"UP_CTRL client {c}")
+                n_i, f_i = r.struct(CTRL_UP, "n_i | F_i")
+                r.finish()
+            except WireFormatError:
+                continue
             if n_i > 0 and math.isfinite(f_i) and f_i >= 0:
                 num += float(n_i) * float(f_i)
                 den += float(n_i)

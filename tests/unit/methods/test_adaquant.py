@@ -136,10 +136,17 @@ def test_unusable_replies_are_ignored():
     assert CTRL_DOWN.unpack(dl[0].sections[0])[0] == 2 and server.fk == 4.0
 
 
-def test_malformed_control_payloads_are_rejected():
+def test_malformed_loss_reports_are_skipped_and_every_client_is_answered():
+    server, *_ = make_world()
+    server.begin_round(0, np.arange(3), np.ones(3))
+    dl = server.control(0, {0: CTRL_UP.pack(1, 1.0) + b"\0\0\0\0", 1: b"",
+                            2: CTRL_UP.pack(10, 4.0)})
+    assert sorted(dl) == [0, 1, 2]
+    assert server.fk == 4.0  # only the well-formed report entered F_k
+
+
+def test_malformed_level_frames_are_rejected_by_the_client():
     server, client, *_ = make_world()
-    with pytest.raises(WireFormatError):
-        server.control(0, {0: CTRL_UP.pack(1, 1.0) + b"\0\0\0\0"})
     with pytest.raises(WireFormatError):
         client.on_control(0, 0, CTRL_DOWN.pack(0, 0))
     with pytest.raises(WireFormatError):
