@@ -1,8 +1,9 @@
 """float32 to and from IEEE binary16 and bfloat16 bit patterns (METHODS.md 6.11). CPU only.
 
 Integer-only element rules (branch-free after if-conversion, so LLVM vectorises the loops),
-equal bit for bit to the NumPy casts the codecs used before, for every one of the 2^32 float32
-patterns and 2^16 half patterns (checked exhaustively; see ``docs/codecs.md``):
+equal bit for bit to the NumPy casts the codecs used before (tests/unit/kernels/test_cast.py:
+every 2^16 upper half with the low halves at each rounding boundary plus 1M random float32
+patterns, and all 2^16 half and bfloat16 patterns for the decoders):
 
 * :func:`f32_to_f16` = ``np.clip(v, -65504, 65504).astype("<f2")``: round to nearest even;
   finite values beyond +-65504 and +-inf clamp to +-65504 (``0x7BFF``); NaN keeps its sign and
