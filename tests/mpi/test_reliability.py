@@ -73,7 +73,8 @@ def test_a_lost_worker_is_noticed(tmp_path, mode):
             elapsed = time.monotonic() - killed
             assert proc.returncode != 0
             r = read_run(tmp_path / f"{name}.h5")
-            assert r.status["state"] == "failed" and "WorkerLost" in r.status["error"]
+            assert r.status["state"] == "failed" and "WorkerLost" in r.status["error"], (
+                r.status, proc.returncode, err[-4000:])
             assert (r.events["code"] == "worker_lost").any()
             assert (tmp_path / f"{name}.ckpt" / "server.npz").exists()
             print(f"worker death to server exit: {elapsed:.1f} s")

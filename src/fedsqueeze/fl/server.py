@@ -112,15 +112,16 @@ class Server:
     def _preempted(self, t: int) -> bool:
         """Whether a stop signal asks for preemption after round ``t``.
 
-        MPICH's ``mpiexec -disable-auto-cleanup`` (needed for ``fl.on_worker_loss =
-        "continue"``) also sends SIGUSR1 to every live rank when a process dies. In that mode a
-        SIGUSR1 is decided one round later: if a worker was found lost meanwhile (a dead worker
-        stalls the round that needs it until ``fl.worker_timeout_s``), it was that notice and
-        the run goes on; otherwise it is a preemption.
+        MPICH's ``mpiexec -disable-auto-cleanup`` (which lets the server outlive a dead worker)
+        also sends SIGUSR1 to every live rank when a process dies. A SIGUSR1 is therefore decided
+        one round later: if a worker was found lost meanwhile (a dead worker stalls the round
+        that needs it until ``fl.worker_timeout_s``), it was that notice and the run goes on
+        (or aborts, per ``fl.on_worker_loss``); otherwise it is a preemption. Checkpointing at
+        once would also send to the dead rank, which can take the server down with it.
         """
         if self._stop_signal is None:
             return False
-        if self._stop_signal != signal.SIGUSR1 or self.cfg.fl.on_worker_loss != "continue":
+        if self._stop_signal != signal.SIGUSR1:
             return True
         if len(self.lost) > self._signal_lost:
             self.log.event(t, "info", "failure_notice",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from types import SimpleNamespace
 
+import pytest
+
 from fedsqueeze.fl.server import Server
 
 
@@ -29,22 +31,17 @@ def test_no_signal_no_preemption():
     assert not _server("abort").preempted(0)
 
 
-def test_every_stop_signal_preempts_at_once_in_abort_mode():
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-        s = _server("abort")
-        s.signal(sig)
-        assert s.preempted(3)
-
-
-def test_sigterm_and_usr2_preempt_at_once_in_continue_mode():
+@pytest.mark.parametrize("mode", ["abort", "continue"])
+def test_sigterm_and_usr2_preempt_at_once(mode):
     for sig in (signal.SIGTERM, signal.SIGUSR2):
-        s = _server("continue")
+        s = _server(mode)
         s.signal(sig)
         assert s.preempted(3)
 
 
-def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice():
-    s = _server("continue")
+@pytest.mark.parametrize("mode", ["abort", "continue"])
+def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice(mode):
+    s = _server(mode)
     s.signal(signal.SIGUSR1)
     s.lost.add(2)  # found lost in the round that needed it
     assert not s.preempted(5)
@@ -53,8 +50,9 @@ def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice():
     assert not s.preempted(6)
 
 
-def test_usr1_without_a_loss_preempts_one_round_later():
-    s = _server("continue")
+@pytest.mark.parametrize("mode", ["abort", "continue"])
+def test_usr1_without_a_loss_preempts_one_round_later(mode):
+    s = _server(mode)
     s.lost.add(3)  # lost before the signal: not evidence for this one
     s.signal(signal.SIGUSR1)
     assert not s.preempted(5)
