@@ -280,11 +280,30 @@ def load_mnist(*, seed: int, path: Path) -> Dataset:
 # ---------------------------------------------------------------------------- CIFAR-10
 
 
+_CIFAR_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"),
+                            ("numpy._core.multiarray", "_reconstruct"),
+                            ("numpy", "ndarray"), ("numpy", "dtype")})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only: a batch file that names any other
+    global (a function to call) is refused, so a hostile file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR "
+                                         "batch")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     if not file.is_file():
         raise FileNotFoundError(f"cifar10: missing batch file {file}")
     with open(file, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # a local file the user supplies
+        try:
+            batch = _CifarUnpickler(f, encoding="bytes").load()  # a local file, never the wire
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"cifar10: {file} is not a CIFAR batch: {exc}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ValueError(f"cifar10: {file} is not a CIFAR batch (needs b'data' and b'labels')")
     data = np.asarray(batch[b"data"], dtype=np.uint8)

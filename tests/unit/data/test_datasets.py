@@ -236,3 +236,19 @@ def test_dataset_accepts_valid_groups():
     ds = _tiny(train_groups=[np.array([0, 2]), np.array([1, 3])],
                test_groups=[np.array([], np.int64), np.array([0])])
     assert ds.num_train == 4
+
+
+def test_a_cifar_batch_that_names_a_callable_is_refused(tmp_path):
+    import os
+    import pickle
+
+    from fedsqueeze.data.datasets import _read_cifar_batch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    f = tmp_path / "data_batch_1"
+    f.write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}))
+    with pytest.raises(ValueError, match="not allowed"):
+        _read_cifar_batch(f)
