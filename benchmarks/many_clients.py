@@ -37,9 +37,7 @@ from profile_round import load_avg, run_job  # noqa: E402
 
 def setup_costs(job: str, sets: list[str], tmp: Path) -> dict:
     from fedsqueeze import config as C
-    from fedsqueeze.comm.tags import Kind
-    from fedsqueeze.comm.wire import HEADER_SIZE
-    from fedsqueeze.fl import protocol as P
+    from fedsqueeze.fl.server import setup_rows
     from fedsqueeze.fl.world import build_world
     from fedsqueeze.log.writer import RunWriter
 
@@ -53,13 +51,7 @@ def setup_costs(job: str, sets: list[str], tmp: Path) -> dict:
     with RunWriter(path, config=cfg.to_dict(), meta={}, n_params=world.n_params,
                    round_columns=[], client_columns=[], overwrite=True) as log:
         log.write_partition(world.parts)
-        log.append_setup({"round": np.zeros(n, np.uint32), "client": np.arange(n),
-                          "step": np.zeros(n), "direction": np.zeros(n),
-                          "msg_type": np.full(n, int(Kind.SETUP)),
-                          "header_bytes": np.full(n, HEADER_SIZE),
-                          "payload_bytes": np.full(n, P.SETUP_PER_CLIENT.size),
-                          "pad_bytes": np.zeros(n), "theoretical_bits": np.full(n, 128.0),
-                          "physical": np.zeros(n)})
+        log.append_setup(setup_rows(n))  # what the server writes at setup
         log.flush()
     t_log = time.process_time() - c0
     return {"cfg": cfg, "world": world, "t_world": t_world, "t_setup_log": t_log,

@@ -155,13 +155,7 @@ class Server:
         self.log.append_system(self.start_round, sum(sys_bytes))
         if self.start_round > 0:
             return  # a resumed run carried the per-client setup rows over
-        self.log.append_setup({"round": np.zeros(n, np.uint32), "client": np.arange(n),
-                               "step": np.zeros(n), "direction": np.zeros(n),
-                               "msg_type": np.full(n, int(Kind.SETUP)),
-                               "header_bytes": np.full(n, HEADER_SIZE),
-                               "payload_bytes": np.full(n, P.SETUP_PER_CLIENT.size),
-                               "pad_bytes": np.zeros(n), "theoretical_bits": np.full(n, 128.0),
-                               "physical": np.zeros(n)})
+        self.log.append_setup(setup_rows(n))
 
     # -- one round --------------------------------------------------------------------------
     def run_round(self, t: int) -> dict[str, Any]:
@@ -530,3 +524,13 @@ def _metric_rows(data: Any, assigned) -> tuple[dict, dict[int, dict]]:
     if nb < 0 or nb != int(nb):
         raise WireFormatError(f"state_bytes = {nb}: expected a count")
     return {"state_bytes": int(nb), "state_shared": bool(data.get("state_shared"))}, rows
+
+
+def setup_rows(n: int) -> dict[str, np.ndarray]:
+    """``/setup`` rows of the logical per-client setup message (run seed + config hash) of a
+    real deployment, one per client; not sent here (the SETUP frame goes once per worker)."""
+    return {"round": np.zeros(n, np.uint32), "client": np.arange(n), "step": np.zeros(n),
+            "direction": np.zeros(n), "msg_type": np.full(n, int(Kind.SETUP)),
+            "header_bytes": np.full(n, HEADER_SIZE),
+            "payload_bytes": np.full(n, P.SETUP_PER_CLIENT.size), "pad_bytes": np.zeros(n),
+            "theoretical_bits": np.full(n, 128.0), "physical": np.zeros(n)}
