@@ -68,9 +68,13 @@ def dirichlet_min_size(num_samples: int, num_clients: int, min_size: int) -> int
 
 
 def _dirichlet_once(labels, num_clients, gen, alpha, num_classes):
+    """One draw: ``(order, owner, sizes)``, the shuffled class-by-class sample order and the
+    client of each position. Only sizes are needed to accept or reject a draw; the parts are
+    built once, from the accepted one, by :func:`_dirichlet_parts`."""
     n = len(labels)
-    batches: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     sizes = np.zeros(num_clients, dtype=np.int64)
+    order, owner = [], []
+    clients = np.arange(num_clients)
     for k in range(num_classes):
         idx_k = np.flatnonzero(labels == k)
         gen.shuffle(idx_k)
@@ -80,11 +84,19 @@ def _dirichlet_once(labels, num_clients, gen, alpha, num_classes):
         # every client already full (possible only once all samples are placed) or the draw
         # underflowed to zero: fall back to equal shares instead of dividing by zero
         p = p / total if total > 0 else np.full(num_clients, 1.0 / num_clients)
-        cuts = (np.cumsum(p) * len(idx_k)).astype(int)[:-1]
-        for j, part in enumerate(np.split(idx_k, cuts)):
-            batches[j].append(part)
-            sizes[j] += len(part)
-    return [np.concatenate(b) for b in batches], int(sizes.min())
+        cuts = (np.cumsum(p) * len(idx_k)).astype(np.int64)[:-1]
+        counts = np.diff(cuts, prepend=0, append=len(idx_k))
+        sizes += counts
+        order.append(idx_k)
+        owner.append(np.repeat(clients, counts))
+    return order, owner, sizes
+
+
+def _dirichlet_parts(order, owner, sizes) -> list[np.ndarray]:
+    """Client ``j`` gets its share of class 0, then of class 1, ... (each in shuffled order)."""
+    flat = np.concatenate(order) if order else np.zeros(0, np.int64)
+    by_client = flat[np.argsort(np.concatenate(owner) if owner else flat, kind="stable")]
+    return np.split(by_client, np.cumsum(sizes)[:-1])
 
 
 def _dirichlet(labels, num_clients, gen, *, alpha, min_size, **_):
@@ -94,8 +106,9 @@ def _dirichlet(labels, num_clients, gen, *, alpha, min_size, **_):
     need = dirichlet_min_size(len(labels), num_clients, min_size)
     while True:
         for _ in range(DIRICHLET_MAX_TRIES):
-            parts, smallest = _dirichlet_once(labels, num_clients, gen, alpha, num_classes)
-            if smallest >= need:
+            order, owner, sizes = _dirichlet_once(labels, num_clients, gen, alpha, num_classes)
+            if sizes.min() >= need:
+                parts = _dirichlet_parts(order, owner, sizes)
                 for part in parts:
                     gen.shuffle(part)
                 return parts
