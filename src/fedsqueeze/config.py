@@ -109,6 +109,10 @@ class FLConfig(_Strict):
     fault: Literal["nan", "inf", "scale", "garbage", "truncate"] = "nan"
     fault_scale: float = Field(1e4, gt=0)
     target_accuracy: float | None = Field(None, gt=0, le=1)
+    checksum: bool = True
+    """CRC32 of every payload. ``false`` sends large frames UNCHECKED (flag bit 3, crc32 = 0):
+    no pass over the payload on either side, for fabrics whose transport already checks
+    integrity (shared memory, InfiniBand's link CRCs). Small system frames keep their CRC32."""
 
 
 class CompressConfig(_Strict):

@@ -23,6 +23,23 @@ def runs(tmp_path_factory):
     return {n: read_run(out / f"r{n}.h5") for n in (2, 3, 5)}
 
 
+@pytest.mark.parametrize("model", ["digits_mlp", "mnist_2nn"])
+def test_unchecked_frames_give_the_same_run(tmp_path, model):
+    """``fl.checksum = false`` drops the CRC32 and nothing else. mnist_2nn (55,210 weights)
+    makes every model frame larger than ZERO_COPY_MIN: header + sections as one derived-datatype
+    message, and one shared payload for both workers' downlinks."""
+    sets = (*SHORT, f"model.name={model}")
+    fedsqueeze_run(3, "jobs/quickstart.toml", tmp_path, "crc", *sets)
+    fedsqueeze_run(3, "jobs/quickstart.toml", tmp_path, "nocrc", *sets, "fl.checksum=false")
+    a, b = read_run(tmp_path / "crc.h5"), read_run(tmp_path / "nocrc.h5")
+    np.testing.assert_array_equal(a.model, b.model)
+    np.testing.assert_array_equal(a.rounds["test_accuracy"], b.rounds["test_accuracy"])
+    np.testing.assert_array_equal(a.clients["bytes_up"], b.clients["bytes_up"])
+    np.testing.assert_array_equal(a.clients["bytes_down"], b.clients["bytes_down"])
+    assert (a.clients["bytes_down"] == HEADER_SIZE + 4 * a.model.shape[0]).all()
+    assert b.status["state"] == "completed"
+
+
 def test_bit_identical_on_2_3_and_5_ranks(runs):
     a = runs[2]
     for n in (3, 5):

@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 from fedsqueeze.comm.tags import Kind
 from fedsqueeze.comm.transport import MPITransport, TimeoutExpired
-from fedsqueeze.comm.wire import HEADER_SIZE, pack_frame, pad4
+from fedsqueeze.comm.wire import HEADER_SIZE, frame, pack_frame, pad4
 from fedsqueeze.errors import WireFormatError
 
 
@@ -32,6 +32,36 @@ def body(comm) -> None:
     tx.wait_sends(timeout=60)
     assert tx.counters.sent_bytes == sent == 4 * HEADER_SIZE + 4 + 4096 + (1 << 20)
     assert tx.counters.recv_bytes == sent
+    # a Frame (header + referenced sections) arrives as the very bytes pack_frame would build:
+    # small ones are copied, large ones go as one message over a derived datatype (zero copy)
+    held = []
+    for n in (10, 3 << 20):
+        sections = [np.full(3, rank, np.uint8), (np.arange(n, dtype=np.uint32) + rank).view(np.uint8),
+                    b"xyz"]
+        f = frame(Kind.UP_UPDATE, sections, round=n, client=rank, codec=2, flags=1)
+        assert tx.isend_frame(dest, int(Kind.UP_UPDATE), f) == f.nbytes
+        h, p, s, nbytes = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
+        peer = [np.full(3, src, np.uint8), (np.arange(n, dtype=np.uint32) + src).view(np.uint8),
+                b"xyz"]
+        expect = pack_frame(Kind.UP_UPDATE, peer, round=n, client=src, codec=2, flags=1)
+        assert nbytes == expect.shape[0] == f.nbytes, (nbytes, expect.shape, f.nbytes)
+        assert (h.codec, h.flags, h.round, h.client) == (2, 1, n, src)
+        np.testing.assert_array_equal(np.frombuffer(p, np.uint8), expect[HEADER_SIZE:])
+        held.append(p)
+        tx.wait_sends(timeout=60)
+    # receive buffers are reused only once nothing refers to them
+    big = held.pop()
+    for _ in range(2):
+        tx.isend_frame(dest, int(Kind.UP_UPDATE), frame(Kind.UP_UPDATE, np.zeros(3 << 20, np.uint8)))
+        h, p, _, _ = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
+        assert not np.shares_memory(np.frombuffer(p, np.uint8), np.frombuffer(big, np.uint8))
+        tx.wait_sends(timeout=60)
+    reused = tx.pool.reused
+    del big, p, h
+    tx.isend_frame(dest, int(Kind.UP_UPDATE), frame(Kind.UP_UPDATE, np.ones(3 << 20, np.uint8)))
+    h, p, _, _ = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
+    assert tx.pool.reused == reused + 1 and np.frombuffer(p, np.uint8).min() == 1
+    tx.wait_sends(timeout=60)
     # a message beyond the receiver's bound is consumed and rejected without a large buffer
     tx.isend_frame(dest, int(Kind.UP_UPDATE), pack_frame(Kind.UP_UPDATE, bytes(10_000)))
     try:

@@ -32,3 +32,6 @@ class Flag(enum.IntFlag):
     FULL_MODEL = 1
     REPLAY = 2
     DEVICE = 4
+    UNCHECKED = 8
+    """The payload was not checksummed (the crc32 field is 0): sent by a run with
+    ``fl.checksum = false``, and accepted only by receivers configured the same way."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WireFormatError
-from .tags import Kind
+from .tags import Flag, Kind
 
 __all__ = [
     "MAGIC",
@@ -41,6 +41,10 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_PAYLOAD",
     "Header",
+    "Payload",
+    "Frame",
+    "payload",
+    "frame",
     "pack_frame",
     "unpack_frame",
     "pad4",
@@ -95,18 +99,116 @@ def join_sections(sections: Iterable[bytes | memoryview | np.ndarray]) -> list[m
     return out
 
 
+class Payload:
+    """A payload's sections as 4-byte aligned views, with their total length and CRC32.
+
+    Nothing is copied: the views keep the section arrays alive. The CRC32 is computed on first
+    use and shared by every frame that carries the same payload (a broadcast to several workers).
+    """
+
+    __slots__ = ("parts", "nbytes", "_crc")
+
+    def __init__(self, parts: list[memoryview]) -> None:
+        self.parts = tuple(parts)
+        self.nbytes = sum(len(p) for p in self.parts)
+        if self.nbytes > MAX_PAYLOAD:
+            raise WireFormatError(f"payload_len = {self.nbytes} exceeds the u32 limit {MAX_PAYLOAD}")
+        self._crc: int | None = None
+
+    @property
+    def crc(self) -> int:
+        if self._crc is None:
+            crc = 0
+            for p in self.parts:
+                crc = crc32(p, crc)
+            self._crc = crc
+        return self._crc
+
+
+def payload(sections: bytes | memoryview | np.ndarray | Iterable) -> Payload:
+    """A :class:`Payload` of one buffer or of a list or tuple of sections (4-byte aligned)."""
+    return Payload(join_sections(sections) if isinstance(sections, (list, tuple))
+                   else join_sections([sections]))
+
+
+class Frame:
+    """A frame as its header fields and references to its payload sections.
+
+    What goes on the wire is the same bytes as :func:`pack_frame` builds; the transport sends
+    header and sections as one MPI message (a derived datatype over their addresses), so a large
+    payload is never copied on the sending side. The sections must not change until the send has
+    completed (``wait_sends``); a section that did would arrive with a CRC mismatch and be
+    rejected, never accepted corrupted. The header is made when the frame is sent:
+    :meth:`header` with ``checksum=False`` sets ``Flag.UNCHECKED`` and a zero crc32 field instead
+    of reading the payload (``fl.checksum = false``).
+    """
+
+    __slots__ = ("kind", "payload", "round", "client", "codec", "flags")
+
+    def __init__(self, kind: int, payload: Payload, *, round: int = 0, client: int = 0xFFFFFFFF,
+                 codec: int = 0, flags: int = 0) -> None:
+        self.kind, self.payload = kind, payload
+        self.round, self.client, self.codec, self.flags = round, client, codec, flags
+
+    @property
+    def nbytes(self) -> int:
+        return HEADER_SIZE + self.payload.nbytes
+
+    def header(self, checksum: bool = True) -> np.ndarray:
+        """The 24 header bytes (``uint8`` array)."""
+        flags, crc = (self.flags, self.payload.crc) if checksum else \
+            (self.flags | Flag.UNCHECKED, 0)
+        return _header(self.kind, self.payload.nbytes, crc, round=self.round, client=self.client,
+                       codec=self.codec, flags=flags)
+
+    def contiguous(self, checksum: bool = True) -> np.ndarray:
+        """The frame as one ``uint8`` array (a copy)."""
+        out = np.empty(self.nbytes, dtype=np.uint8)
+        out[:HEADER_SIZE] = self.header(checksum)
+        pos = HEADER_SIZE
+        mv = memoryview(out)
+        for p in self.payload.parts:
+            mv[pos:pos + len(p)] = p
+            pos += len(p)
+        return out
+
+
+def _header(kind: int, n: int, crc: int, *, round: int, client: int, codec: int,
+            flags: int) -> np.ndarray:
+    h = np.empty(HEADER_SIZE, dtype=np.uint8)
+    HEADER.pack_into(h, 0, MAGIC, WIRE_VERSION, int(kind), codec, int(flags), 0,
+                     round & 0xFFFFFFFF, client & 0xFFFFFFFF, n, crc)
+    return h
+
+
+def frame(kind: int, body: Payload | bytes | memoryview | np.ndarray | Iterable, *, round: int = 0,
+          client: int = 0xFFFFFFFF, codec: int = 0, flags: int = 0) -> Frame:
+    """A :class:`Frame`: header fields and referenced sections (the payload is not copied).
+
+    ``body`` is a :class:`Payload` (shared, with its CRC) or anything :func:`payload` takes.
+
+    >>> f = frame(Kind.METRICS, [b"ab", b"cdef"], round=1, client=2)
+    >>> f.nbytes, bytes(f.contiguous()) == bytes(pack_frame(Kind.METRICS, [b"ab", b"cdef"],
+    ...                                                     round=1, client=2))
+    (32, True)
+    """
+    p = body if isinstance(body, Payload) else payload(body)
+    return Frame(kind, p, round=round, client=client, codec=codec, flags=flags)
+
+
 def pack_frame(kind: int, payload: bytes | memoryview | np.ndarray | Iterable, *, round: int = 0,
                client: int = 0xFFFFFFFF, codec: int = 0, flags: int = 0) -> np.ndarray:
     """Build one contiguous frame (``uint8`` array) from a payload or an iterable of sections.
 
-    A list or tuple of sections is joined with :func:`join_sections` (4-byte alignment).
+    A list or tuple of sections is joined with :func:`join_sections` (4-byte alignment). The
+    payload is copied (use :func:`frame` to send large payloads without a copy).
     """
     parts = join_sections(payload) if isinstance(payload, (list, tuple)) else join_sections([payload])
     n = sum(len(p) for p in parts)
     if n > MAX_PAYLOAD:
         raise WireFormatError(f"payload_len = {n} exceeds the u32 limit {MAX_PAYLOAD}")
-    frame = np.empty(HEADER_SIZE + n, dtype=np.uint8)
-    mv = memoryview(frame)
+    out = np.empty(HEADER_SIZE + n, dtype=np.uint8)
+    mv = memoryview(out)
     pos = HEADER_SIZE
     crc = 0
     for p in parts:
@@ -115,16 +217,19 @@ def pack_frame(kind: int, payload: bytes | memoryview | np.ndarray | Iterable, *
             mv[pos:pos + len(c)] = c
             crc = crc32(mv[pos:pos + len(c)], crc)
             pos += len(c)
-    HEADER.pack_into(frame, 0, MAGIC, WIRE_VERSION, int(kind), codec, int(flags), 0,
-                     round & 0xFFFFFFFF, client & 0xFFFFFFFF, n, crc)
-    return frame
+    out[:HEADER_SIZE] = _header(kind, n, crc, round=round, client=client, codec=codec,
+                                flags=flags)
+    return out
 
 
-def unpack_frame(buffer, *, max_payload: int | None = None) -> tuple[Header, memoryview]:
+def unpack_frame(buffer, *, max_payload: int | None = None,
+                 unchecked: bool = False) -> tuple[Header, memoryview]:
     """Validate a frame and return its header and a view of its payload (nothing is copied).
 
     Checks, in order, before anything is allocated: length >= 24, magic, wire_version, kind,
-    ``24 + payload_len == len(buffer)``, ``payload_len <= max_payload`` and the CRC32.
+    ``24 + payload_len == len(buffer)``, ``payload_len <= max_payload`` and the CRC32. A frame
+    flagged ``UNCHECKED`` (no CRC32, field 0) is accepted only with ``unchecked=True`` (a run
+    with ``fl.checksum = false``); the CRC32 of other frames is always checked.
     Every failure raises :class:`~fedsqueeze.errors.WireFormatError` naming the field.
     """
     mv = memoryview(buffer).cast("B") if not isinstance(buffer, np.ndarray) else memoryview(
@@ -148,6 +253,13 @@ def unpack_frame(buffer, *, max_payload: int | None = None) -> tuple[Header, mem
     if max_payload is not None and plen > max_payload:
         raise WireFormatError(f"payload_len = {plen} exceeds the expected maximum {max_payload}")
     payload = mv[HEADER_SIZE:]
+    if flags & Flag.UNCHECKED:
+        if not unchecked:
+            raise WireFormatError("flags: the frame is UNCHECKED (no CRC32) but this receiver "
+                                  "requires checksums (fl.checksum = true)")
+        if crc != 0:
+            raise WireFormatError(f"crc32 = {crc:#010x} in an UNCHECKED frame, expected 0")
+        return Header(kind, codec, flags, rnd, client, plen, crc), payload
     got = crc32(payload)
     if got != crc:
         raise WireFormatError(f"crc32 = {crc:#010x} but the payload's CRC32 is {got:#010x}")

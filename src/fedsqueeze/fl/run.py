@@ -87,7 +87,7 @@ def run(cfg: RunConfig, comm: Any, *, resume: bool = False, progress: bool = Tru
     if comm.Get_size() < 2:
         raise SystemExit("fedsqueeze run needs at least 2 MPI ranks (1 server + workers): "
                          "mpiexec -n 4 python -m fedsqueeze run ...")
-    tx = MPITransport(comm)
+    tx = MPITransport(comm, checksum=cfg.fl.checksum)
     world = build_world(cfg)
     check_ranks(world, tx.size)
     paths = run_paths(cfg)

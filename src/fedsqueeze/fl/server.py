@@ -20,6 +20,7 @@ import numpy as np
 from .. import rng
 from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.transport import TimeoutExpired
+from ..comm import wire
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
 from ..errors import UpdateRejected, WireFormatError, WorkerLost
 from . import protocol as P
@@ -170,6 +171,9 @@ class Server:
         plan = assign(clients, W.samples, self.workers, cfg.fl.schedule, exclude=self.lost)
         owner = {int(c): w for w, cs in plan.items() for c in cs}
         down_bytes = defaultdict(int)
+        # one payload (sections + CRC32) per distinct downlink, shared by every worker's frame:
+        # nothing is copied, and the CRC32 is computed once per round, not once per worker
+        payloads: dict[int, tuple] = {}
         # task lists and downlinks, one physical frame per distinct payload per worker
         for w, cs in plan.items():
             dls, index = [], []
@@ -189,10 +193,10 @@ class Server:
             frames = []
             for j, dl in enumerate(dls):
                 first = int(cs[index.index(j)])
-                frame = pack_frame(dl.kind, dl.sections, round=t, client=first, flags=dl.flags,
-                                   codec=dl.codec)
-                self.tx.isend_frame(w, int(dl.kind), frame)
-                frames.append((frame.shape[0], _pad_of(dl.sections), first))
+                body = payloads.setdefault(id(dl), (dl, wire.payload(list(dl.sections))))[1]
+                n = self.tx.isend_frame(w, int(dl.kind), wire.frame(
+                    dl.kind, body, round=t, client=first, flags=dl.flags, codec=dl.codec))
+                frames.append((n, _pad_of(dl.sections), first))
             for c, j in zip(cs, index):
                 nbytes, pad, first = frames[j]
                 self.comm.add(round=t, client=int(c), direction=0, kind=dls[j].kind,
@@ -325,9 +329,8 @@ class Server:
         answers = self.strategy.control(t, replies)
         for c in active:
             dl = answers[c]
-            frame = pack_frame(dl.kind, dl.sections, round=t, client=c, flags=dl.flags,
-                               codec=dl.codec)
-            n = self.tx.isend_frame(owner[c], int(dl.kind), frame)
+            n = self.tx.isend_frame(owner[c], int(dl.kind), wire.frame(
+                dl.kind, dl.sections, round=t, client=c, flags=dl.flags, codec=dl.codec))
             self.comm.add(round=t, client=c, direction=0, kind=dl.kind, payload=n - HEADER_SIZE,
                           pad=_pad_of(dl.sections), bits=dl.theoretical_bits, physical=True)
             down_bytes[c] += n

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..comm.tags import SYSTEM_CLIENT, Kind
+from ..comm import wire
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
 from ..launch.ranks import training_device
 from . import faults
@@ -111,8 +112,9 @@ class Worker:
                 update = faults.corrupt_update(update, fault, self.cfg.fl.fault_scale)
             up = prog.encode(t, c, update, int(self.world.samples[c]))
             sections = faults.corrupt_payload(up.sections, fault, self.cfg.seed, t, c)
-            frame = pack_frame(Kind.UP_UPDATE, sections, round=t, client=c)
-            sent = self.tx.isend_frame(0, int(Kind.UP_UPDATE), frame)
+            # zero copy: the sections are this client's own arrays, kept until wait_sends
+            sent = self.tx.isend_frame(0, int(Kind.UP_UPDATE),
+                                       wire.frame(Kind.UP_UPDATE, sections, round=t, client=c))
             t2 = time.perf_counter()
             pad = sum(pad4(memoryview(s).nbytes) - memoryview(s).nbytes for s in up.sections)
             rows.append({"client": c, "loss": float(stats.get("loss", np.nan)),

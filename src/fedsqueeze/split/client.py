@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..comm.tags import SYSTEM_CLIENT, Kind
+from ..comm import wire
 from ..comm.wire import pack_frame
 from ..fl import protocol as P
 from ..fl.state import DiskStore, MemoryStore
@@ -192,8 +193,8 @@ class SplitWorker:
         for s in range(1, plan.n_steps + 1):
             active = [int(c) for c in plan.active(s)]
             for c in active:
-                frame = pack_frame(Kind.SPLIT_ACT, clients[c].forward(s), round=t, client=c)
-                sent[c] += self.tx.isend_frame(0, int(Kind.SPLIT_ACT), frame)
+                sent[c] += self.tx.isend_frame(0, int(Kind.SPLIT_ACT), wire.frame(
+                    Kind.SPLIT_ACT, clients[c].forward(s), round=t, client=c))
             for c in active:
                 header, payload = self._recv(Kind.SPLIT_GRAD, clients[c].expected_grad_nbytes())
                 if header.round != t or header.client != c:
@@ -203,8 +204,8 @@ class SplitWorker:
         rows = []
         for c, pc in clients.items():
             up = prefix_up_sections(int(self.world.samples[c]), flat_params(pc.prefix))
-            frame = pack_frame(Kind.UP_UPDATE, up, round=t, client=c)
-            sent[c] += self.tx.isend_frame(0, int(Kind.UP_UPDATE), frame)
+            sent[c] += self.tx.isend_frame(0, int(Kind.UP_UPDATE),
+                                           wire.frame(Kind.UP_UPDATE, up, round=t, client=c))
             if pc.state is not None:
                 self.store[("gpq", c)] = pc.state
             rows.append(pc.row(sent[c]))

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from ..comm.tags import SYSTEM_CLIENT, Kind
-from ..comm.wire import HEADER_SIZE, pack_frame
+from ..comm import wire
+from ..comm.wire import HEADER_SIZE
 from ..errors import WireFormatError
 from ..fl import protocol as P
 from ..fl.server import Server
@@ -143,6 +144,7 @@ class SplitServer(Server):
     def _send_prefixes(self, t, homes, clients, drop, led, sys_bytes) -> None:
         dl = self.strategy.downlink(t, -1)
         pad = sections_pad(dl.sections)
+        body = wire.payload(list(dl.sections))  # shared by every worker's frame, CRC32 once
         for w, cs in homes.items():
             task = P.TaskList(P.Cmd.ROUND, t, np.asarray(cs, np.int64),
                               np.zeros(len(cs), np.int64),
@@ -152,8 +154,8 @@ class SplitServer(Server):
             if not len(cs):
                 continue
             first = int(cs[0])
-            frame = pack_frame(dl.kind, dl.sections, round=t, client=first, flags=dl.flags)
-            n = self.tx.send_frame(w, int(dl.kind), frame)
+            n = self.tx.send_frame(w, int(dl.kind), wire.frame(dl.kind, body, round=t,
+                                                                client=first, flags=dl.flags))
             for c in cs:
                 self.comm.add(round=t, client=int(c), direction=0, kind=dl.kind,
                               payload=n - HEADER_SIZE, pad=pad, bits=dl.theoretical_bits,
@@ -184,8 +186,8 @@ class SplitServer(Server):
         grad, loss = self.strategy.serve(z, msg.labels)
         sections = grad_sections(self.backward, grad, msg.code)
         timers["t_suffix"] += time.perf_counter() - ts
-        frame = pack_frame(Kind.SPLIT_GRAD, sections, round=t, client=c)
-        n = self.tx.isend_frame(worker, int(Kind.SPLIT_GRAD), frame)
+        n = self.tx.isend_frame(worker, int(Kind.SPLIT_GRAD),
+                                wire.frame(Kind.SPLIT_GRAD, sections, round=t, client=c))
         gbits = grad_theoretical_bits(self.backward, B, d_a, g)
         self.comm.add(round=t, client=c, direction=1, kind=Kind.SPLIT_ACT,
                       payload=nbytes - HEADER_SIZE, pad=msg.pad_bytes,

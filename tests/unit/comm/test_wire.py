@@ -92,3 +92,50 @@ def test_any_single_byte_corruption_is_detected(pos, value):
         return
     # only fields that carry no integrity constraint may change undetected
     assert pos in range(3, 6) or pos in range(8, 16)  # kind, codec, flags, round, client
+
+
+_SECTIONS = st.lists(st.binary(max_size=64), max_size=5)
+
+
+@given(_SECTIONS, st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 7))
+@settings(max_examples=200, deadline=None)
+def test_a_frame_is_the_bytes_pack_frame_builds(sections, rnd, codec, flags):
+    f = wire.frame(Kind.UP_UPDATE, sections, round=rnd, client=5, codec=codec, flags=flags)
+    packed = wire.pack_frame(Kind.UP_UPDATE, sections, round=rnd, client=5, codec=codec,
+                             flags=flags)
+    assert f.nbytes == packed.shape[0]
+    np.testing.assert_array_equal(f.contiguous(), packed)
+    np.testing.assert_array_equal(f.header(), packed[:wire.HEADER_SIZE])
+
+
+def test_a_frame_references_its_sections_and_shares_one_crc():
+    x = np.arange(1000, dtype=np.float32)
+    body = wire.payload([b"pre", x])
+    assert body._crc is None  # nothing read yet
+    a = wire.frame(Kind.DOWN_MODEL, body, client=1)
+    b = wire.frame(Kind.DOWN_MODEL, body, client=2)
+    assert np.shares_memory(np.frombuffer(body.parts[-1], np.float32), x)  # not copied
+    ha, _ = wire.unpack_frame(a.contiguous())
+    hb, _ = wire.unpack_frame(b.contiguous())
+    assert ha.crc32 == hb.crc32 == zlib.crc32(bytes(a.contiguous()[wire.HEADER_SIZE:]))
+    assert (ha.client, hb.client) == (1, 2)
+
+
+def test_an_unchecked_frame_needs_a_receiver_that_allows_it():
+    f = wire.frame(Kind.UP_UPDATE, [b"abcd", np.ones(3, np.float32)], round=2, client=3, flags=1)
+    raw = f.contiguous(checksum=False)
+    h = wire.HEADER.unpack_from(raw, 0)
+    assert h[4] == 1 | wire.Flag.UNCHECKED and h[-1] == 0  # flags, crc32
+    with pytest.raises(WireFormatError, match="UNCHECKED"):
+        wire.unpack_frame(raw)
+    h, p = wire.unpack_frame(raw, unchecked=True)
+    assert bytes(p) == bytes(f.contiguous()[wire.HEADER_SIZE:])
+    # a checked frame is still checked by a receiver that allows unchecked ones
+    good = f.contiguous()
+    good[-1] ^= 1
+    with pytest.raises(WireFormatError, match="crc32"):
+        wire.unpack_frame(good, unchecked=True)
+    # UNCHECKED with a non-zero crc32 field is malformed
+    raw[20] = 1
+    with pytest.raises(WireFormatError, match="UNCHECKED frame"):
+        wire.unpack_frame(raw, unchecked=True)
