@@ -194,6 +194,23 @@ def split_generator(seed: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------- digits
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``digits.csv.gz`` (pixels 0..16, then the label), read straight from the
+    installed package: importing scikit-learn (SciPy and all) would take 1-3 s on every rank."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as _sk_digits  # a layout we do not know
+
+    bunch = _sk_digits()
+    return bunch.data, bunch.target
+
+
 def load_digits(*, seed: int, test_frac: float = 0.2) -> Dataset:
     """scikit-learn digits: stratified split keyed by ``seed``, inputs ``/16`` (METHODS 7.1).
 
@@ -201,11 +218,9 @@ def load_digits(*, seed: int, test_frac: float = 0.2) -> Dataset:
     """
     if not 0.0 < test_frac < 1.0:
         raise ConfigError(f"digits: test_frac = {test_frac}, expected in (0, 1)")
-    from sklearn.datasets import load_digits as _sk_digits
-
-    bunch = _sk_digits()
-    x = (bunch.data.astype(np.float64) / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
+    data, target = _digits_arrays()
+    x = (data.astype(np.float64) / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = target.astype(np.int64)
     gen = split_generator(seed)
     test = np.zeros(len(y), dtype=bool)
     for k in range(10):

@@ -252,3 +252,21 @@ def test_a_cifar_batch_that_names_a_callable_is_refused(tmp_path):
     f.write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}))
     with pytest.raises(ValueError, match="not allowed"):
         _read_cifar_batch(f)
+
+
+def test_digits_are_read_without_importing_sklearn_and_equal_its_loader():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from fedsqueeze.data.datasets import _digits_arrays
+
+    data, target = _digits_arrays()
+    ref = load_digits()
+    np.testing.assert_array_equal(data, ref.data)
+    np.testing.assert_array_equal(target, ref.target)
+    code = ("import sys; from fedsqueeze.data.datasets import load_digits; load_digits(seed=0); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
