@@ -36,12 +36,12 @@ def body(comm) -> None:
     # small ones are copied, large ones go as one message over a derived datatype (zero copy)
     held = []
     for n in (10, 3 << 20):
-        sections = [np.full(3, rank, np.uint8), (np.arange(n, dtype=np.uint32) + rank).view(np.uint8),
+        sections = [np.full(3, rank, np.uint8), (np.arange(n, dtype=np.uint32) + rank).view(np.uint8), b"",
                     b"xyz"]
         f = frame(Kind.UP_UPDATE, sections, round=n, client=rank, codec=2, flags=1)
         assert tx.isend_frame(dest, int(Kind.UP_UPDATE), f) == f.nbytes
         h, p, s, nbytes = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
-        peer = [np.full(3, src, np.uint8), (np.arange(n, dtype=np.uint32) + src).view(np.uint8),
+        peer = [np.full(3, src, np.uint8), (np.arange(n, dtype=np.uint32) + src).view(np.uint8), b"",
                 b"xyz"]
         expect = pack_frame(Kind.UP_UPDATE, peer, round=n, client=src, codec=2, flags=1)
         assert nbytes == expect.shape[0] == f.nbytes, (nbytes, expect.shape, f.nbytes)

@@ -8,7 +8,7 @@ unit tests. Nothing here pickles.
 Large messages cost no more than a raw ``Send``/``Recv`` of the same bytes, apart from the CRC32:
 a :class:`~fedsqueeze.comm.wire.Frame` (header + referenced sections) goes out as one message
 over a derived datatype of the pieces' addresses, so its payload is not copied, and receive
-buffers of 1 MiB or more come from a :class:`RecvPool` instead of fresh, never-touched pages.
+buffers of 64 KiB or more come from a :class:`RecvPool` instead of fresh, never-touched pages.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class MPITransport:
             return [buf, n, MPI.BYTE], None, buf
         header = frame.header(self.checksum)
         lengths, addresses = [HEADER_SIZE], [MPI.Get_address(header)]
-        for part in frame.payload.parts:
+        for part in frame.payload.parts:  # an empty section adds no block
             for i in range(0, len(part), _BLOCK):
                 block = part[i:i + _BLOCK]
                 lengths.append(len(block))
