@@ -17,8 +17,8 @@ half the round trip. Two variants carry the same number of bytes (the frame leng
   (``Improbe`` with back-off, ``Get_count``, a buffer from the receive pool, ``Recv``) ->
   ``unpack_frame`` (validation, CRC32). The echo frames the received payload again, as a relay
   would. ``--no-checksum`` sends UNCHECKED frames (``fl.checksum = false``: no CRC32 pass on
-  either side). ``--copy`` measures the older path instead: ``pack_frame`` (a copy of the payload into
-  a fresh frame) and a fresh receive buffer per message.
+  either side). ``--copy`` measures the older path instead: ``pack_frame`` (a copy of the
+  payload into a fresh frame) and a fresh receive buffer per message.
 
 Timing: ``--repeat`` round trips per size after one warm-up; the table shows the median and the
 best one-way time (wall clock). On a shared machine the best of many is the number that

@@ -36,13 +36,13 @@ def body(comm) -> None:
     # small ones are copied, large ones go as one message over a derived datatype (zero copy)
     held = []
     for n in (10, 3 << 20):
-        sections = [np.full(3, rank, np.uint8), (np.arange(n, dtype=np.uint32) + rank).view(np.uint8), b"",
-                    b"xyz"]
+        sections = [np.full(3, rank, np.uint8),
+                    (np.arange(n, dtype=np.uint32) + rank).view(np.uint8), b"", b"xyz"]
         f = frame(Kind.UP_UPDATE, sections, round=n, client=rank, codec=2, flags=1)
         assert tx.isend_frame(dest, int(Kind.UP_UPDATE), f) == f.nbytes
         h, p, s, nbytes = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
-        peer = [np.full(3, src, np.uint8), (np.arange(n, dtype=np.uint32) + src).view(np.uint8), b"",
-                b"xyz"]
+        peer = [np.full(3, src, np.uint8), (np.arange(n, dtype=np.uint32) + src).view(np.uint8),
+                b"", b"xyz"]
         expect = pack_frame(Kind.UP_UPDATE, peer, round=n, client=src, codec=2, flags=1)
         assert nbytes == expect.shape[0] == f.nbytes, (nbytes, expect.shape, f.nbytes)
         assert (h.codec, h.flags, h.round, h.client) == (2, 1, n, src)
@@ -52,7 +52,8 @@ def body(comm) -> None:
     # receive buffers are reused only once nothing refers to them
     big = held.pop()
     for _ in range(2):
-        tx.isend_frame(dest, int(Kind.UP_UPDATE), frame(Kind.UP_UPDATE, np.zeros(3 << 20, np.uint8)))
+        tx.isend_frame(dest, int(Kind.UP_UPDATE),
+                       frame(Kind.UP_UPDATE, np.zeros(3 << 20, np.uint8)))
         h, p, _, _ = tx.recv_frame(src, int(Kind.UP_UPDATE), timeout=60)
         assert not np.shares_memory(np.frombuffer(p, np.uint8), np.frombuffer(big, np.uint8))
         tx.wait_sends(timeout=60)

@@ -112,7 +112,8 @@ class Payload:
         self.parts = tuple(parts)
         self.nbytes = sum(len(p) for p in self.parts)
         if self.nbytes > MAX_PAYLOAD:
-            raise WireFormatError(f"payload_len = {self.nbytes} exceeds the u32 limit {MAX_PAYLOAD}")
+            raise WireFormatError(
+                f"payload_len = {self.nbytes} exceeds the u32 limit {MAX_PAYLOAD}")
         self._crc: int | None = None
 
     @property

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from .. import rng
+from ..comm import wire
 from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.transport import TimeoutExpired
-from ..comm import wire
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
 from ..errors import UpdateRejected, WireFormatError, WorkerLost
 from . import protocol as P

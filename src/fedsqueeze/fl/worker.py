@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm import wire
+from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import HEADER_SIZE, pack_frame, pad4
 from ..launch.ranks import training_device
 from . import faults

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm import wire
+from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import pack_frame
 from ..fl import protocol as P
 from ..fl.state import DiskStore, MemoryStore

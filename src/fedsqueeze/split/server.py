@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm import wire
+from ..comm.tags import SYSTEM_CLIENT, Kind
 from ..comm.wire import HEADER_SIZE
 from ..errors import WireFormatError
 from ..fl import protocol as P
