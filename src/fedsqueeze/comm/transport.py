@@ -48,8 +48,10 @@ class RecvPool:
     zero against ~5 GB/s for a copy). A pooled buffer is handed out again only when CPython's
     reference count shows that nothing (no array, view, memoryview or ``np.frombuffer`` of the
     payload) refers to it, so data a caller still holds is never overwritten. Buffers under
-    ``min_bytes`` (64 KiB) are plain ``np.empty`` (the allocator reuses those anyway); at most
-    ``max_bytes`` are kept, and a buffer is reused only for a message of at least half its size.
+    ``min_bytes`` (64 KiB) are plain ``np.empty`` (the allocator reuses those anyway). The pool
+    keeps at most ``max_bytes``, or two buffers of a message larger than half of that (a model
+    of any size gets reused buffers); a buffer is reused only for a message of at least half its
+    size.
     """
 
     def __init__(self, min_bytes: int = 64 << 10, max_bytes: int = 512 << 20) -> None:
@@ -74,15 +76,16 @@ class RecvPool:
             self.reused += 1
             return self._bufs[min(fits, key=lambda i: self._bufs[i].shape[0])][:n]
         buf = np.empty(n, dtype=np.uint8)
+        limit = max(self.max_bytes, 2 * n)
         total, drop = self.pooled_bytes, set()
         for i in sorted(free, key=lambda i: -self._bufs[i].shape[0]):  # make room: idle ones go
-            if total + n <= self.max_bytes:
+            if total + n <= limit:
                 break
             drop.add(i)
             total -= self._bufs[i].shape[0]
         if drop:
             self._bufs = [b for i, b in enumerate(self._bufs) if i not in drop]
-        if total + n <= self.max_bytes:
+        if total + n <= limit:
             self._bufs.append(buf)
         return buf[:n]
 

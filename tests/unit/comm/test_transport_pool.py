@@ -46,8 +46,18 @@ def test_the_pool_stays_within_its_byte_budget():
     held = [pool.take(1000) for _ in range(5)]
     assert pool.pooled_bytes == 3000  # the last two are fresh, unpooled
     del held[:]
-    big = pool.take(2500)  # idle buffers make room
-    assert pool.pooled_bytes <= 3000 and big.shape == (2500,)
+    big = pool.take(1400)  # idle buffers make room
+    assert pool.pooled_bytes <= 3000 and big.shape == (1400,) and pool.reused == 0
+
+
+def test_messages_beyond_the_budget_still_get_two_reused_buffers():
+    pool = RecvPool(min_bytes=1, max_bytes=1000)
+    a, b = pool.take(5000), pool.take(5000)
+    assert pool.pooled_bytes == 10_000
+    c = pool.take(5000)  # a third one in flight is not kept
+    assert pool.pooled_bytes == 10_000
+    del a, c
+    assert pool.take(5000).shape == (5000,) and pool.reused == 1
 
 
 @pytest.mark.parametrize("checksum", [True, False])
