@@ -388,8 +388,11 @@ EXTRA_TARGETS: dict[str, Callable[[], Target]] = {
     "split_grad_codebook": lambda: SplitGradTarget.make("split_grad_codebook", "codebook"),
     "split_prefix": lambda: SplitPrefixTarget.make("split_prefix"),
     "frame": lambda: FrameTarget.make("frame"),
+    "qsgd_elias": lambda: dataclasses.replace(
+        Target.build("qsgd", {"id": "qsgd", "s": 2, "coding": "elias"}), codec_id="qsgd_elias"),
 }
-"""Targets beyond the registry's codecs: split-learning payloads and the bare frame decoder."""
+"""Targets beyond the registry's codecs: split-learning payloads, the bare frame decoder and
+non-default codings."""
 
 
 class _SelfTest(FrameTarget):

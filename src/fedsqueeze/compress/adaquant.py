@@ -28,7 +28,7 @@ class AdaQuant(QSGDFamily):
         Largest ``s`` an encode may use or a payload may carry (255: at most 9 bits/coordinate).
     bucket : int
         QSGD bucket length.
-    coding : {"fixed"}
+    coding : {"fixed", "elias"}
         Code layout (as :class:`~fedsqueeze.compress.qsgd.QSGD`).
 
     Examples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedsqueeze.compress.adaquant import AdaQuant
@@ -72,7 +73,7 @@ def test_parse_accepts_any_level_up_to_s_max():
 
 
 @pytest.mark.parametrize("kw", [{"s0": 0}, {"s0": 5, "s_max": 4}, {"s_max": 40000},
-                                {"bucket": -1}, {"coding": "elias"}])
+                                {"bucket": -1}, {"coding": "huffman"}])
 def test_constructor_validates(kw):
     with pytest.raises(ValueError):
         AdaQuant(**kw)
@@ -80,3 +81,13 @@ def test_constructor_validates(kw):
 
 def test_max_nbytes_uses_s_max():
     assert AdaQuant(s_max=255).max_nbytes(4810) == QSGD(s=255).max_nbytes(4810)
+
+
+def test_elias_coding_carries_the_same_values():
+    x = sample_vector(2000, 3)
+    a, b = AdaQuant(), AdaQuant(coding="elias")
+    ea, _ = a.encode(x, seed=2, state={"s": 6})
+    eb, _ = b.encode(x, seed=2, state={"s": 6})
+    np.testing.assert_array_equal(a.decode(a.parse(ea.payload(), 2000)),
+                                  b.decode(b.parse(eb.payload(), 2000)))
+    assert b.parse(eb.payload(), 2000).meta["s"] == 6 and eb.nbytes < ea.nbytes

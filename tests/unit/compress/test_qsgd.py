@@ -28,7 +28,9 @@ from .common import (
     sample_vector,
 )
 
-CONFIGS = [{}, {"s": 1}, {"s": 7, "bucket": 100}, {"s": 255, "bucket": 8}, {"s": 32767}]
+CONFIGS = [{}, {"s": 1}, {"s": 7, "bucket": 100}, {"s": 255, "bucket": 8}, {"s": 32767},
+           {"coding": "elias"}, {"s": 7, "bucket": 100, "coding": "elias"},
+           {"s": 32767, "bucket": 3, "coding": "elias"}]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -134,7 +136,7 @@ def test_variance_bound():
 
 @pytest.mark.parametrize("kw,error", [
     ({"s": 0}, ValueError), ({"s": 32768}, ValueError), ({"s": 2.0}, TypeError),
-    ({"s": True}, TypeError), ({"bucket": 0}, ValueError), ({"coding": "elias"}, ValueError),
+    ({"s": True}, TypeError), ({"bucket": 0}, ValueError), ({"coding": "huffman"}, ValueError),
     ({"levels": 3}, TypeError),
 ])
 def test_constructor_validates(kw, error):
@@ -190,3 +192,60 @@ def test_theoretical_bits_and_diagnostics():
     d = codec.diagnostics(enc)
     assert d["s"] == 4 and d["code_bits"] == 4
     assert d["bits_per_coord"] == pytest.approx(8 * enc.nbytes / 4810)
+
+
+# -- Elias coding (METHODS.md 4.1) ------------------------------------------------------------
+@pytest.mark.parametrize("s", [1, 2, 16, 255])
+@pytest.mark.parametrize("kind", ["normal", "heavy", "zeros"])
+def test_elias_decodes_to_the_fixed_coding_values(s, kind):
+    x = sample_vector(3000, 4, kind)
+    fixed, el = QSGD(s=s), QSGD(s=s, coding="elias")
+    a, _ = fixed.encode(x, seed=9)
+    b, _ = el.encode(x, seed=9)
+    ya = fixed.decode(fixed.parse(a.payload(), 3000))
+    yb = el.decode(el.parse(b.payload(), 3000))
+    np.testing.assert_array_equal(ya, yb)  # -0.0 (level 0, sign set) comes back as +0.0
+    # bytes: preamble, norms, counts, the stream padded to 4; bits: norms + stream
+    nb = -(-3000 // 512)
+    stream_bits = b.meta["stream_bits"]
+    assert b.nbytes == 8 + 4 * nb + 4 * nb + wire.pad4((stream_bits + 7) // 8)
+    assert el.theoretical_bits(b) == 32 * nb + stream_bits
+    if s <= 2 and kind != "heavy":
+        assert b.nbytes < a.nbytes / 3  # most levels are 0 at small s
+
+
+def test_elias_stream_bits_follow_the_omega_lengths():
+    from fedsqueeze.kernels.cpu.elias import omega_len
+
+    codec = QSGD(s=4, bucket=64, coding="elias")
+    x = sample_vector(640, 2)
+    enc, _ = codec.encode(x, seed=1)
+    levels = np.asarray(naive.unpack_bits(np.frombuffer(QSGD(s=4, bucket=64).encode(
+        x, seed=1)[0].sections[2], np.uint8), 4, 640), np.int64) >> 1
+    bits = 0
+    for lo in range(0, 640, 64):
+        nz = np.flatnonzero(levels[lo:lo + 64])
+        gaps = np.diff(np.concatenate([[-1], nz]))
+        bits += sum(omega_len(int(g)) + 1 + omega_len(int(v)) for g, v in
+                    zip(gaps, levels[lo:lo + 64][nz], strict=True))
+    assert enc.meta["stream_bits"] == bits
+
+
+def _elias_payload(counts=(0, 0), stream=b"", norms=(1.0, 1.0)):
+    return b"".join(bytes(p) for p in wire.join_sections([
+        struct.pack("<HBBI", 2, 3, 1, 512), np.array(norms, "<f4"), np.array(counts, "<u4"),
+        stream]))
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"counts": (513, 0)}, "Elias stream"), ({"counts": (600, 600)}, "add up to"),
+    ({"counts": (1, 0)}, "Elias stream"), ({"counts": (0, 0), "stream": b"\1\0\0\0"}, "holds 0"),
+    ({"counts": (1, 0), "stream": b"\x00\x01\x00\x00"}, "padding bits"),
+    ({"counts": (0, 0), "stream": bytes(400_000)}, "at most"),
+    ({"norms": (1.0, np.inf)}, "finite"),
+])
+def test_elias_parse_rejects(kw, match):
+    codec = QSGD(coding="elias")
+    assert codec.parse(_elias_payload(), 999).n == 999
+    with pytest.raises(WireFormatError, match=match):
+        codec.parse(_elias_payload(**kw), 999)
