@@ -257,8 +257,10 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int,
     if num_classes < 1:
         raise ConfigError(f"num_classes = {num_classes}, expected >= 1")
     input_shape = tuple(int(s) for s in input_shape)
-    with torch.device("meta"):  # no default init, so no draw from torch's global generator
+    # torch's default init draws from the global generator: fork it, so the caller's stream is
+    # untouched (the "meta" device would skip the draws, but its first use imports SymPy and
+    # torch's meta registrations, ~1 s per rank at start-up)
+    with torch.random.fork_rng(devices=[]):
         model = MODELS[name](input_shape, int(num_classes))
-    model.to_empty(device="cpu")
     init_params(model, seed)
     return model
