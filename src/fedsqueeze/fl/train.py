@@ -19,19 +19,28 @@ from .. import rng
 __all__ = ["Trainer", "flat_params", "set_flat_params", "evaluate"]
 
 
-def flat_params(model: nn.Module) -> np.ndarray:
-    """Trainable parameters in registration order, each row-major, as one float32 vector."""
+def flat_params(model: nn.Module, params: list | None = None) -> np.ndarray:
+    """Trainable parameters in registration order, each row-major, as one float32 vector.
+
+    ``params`` is ``list(model.parameters())`` when the caller keeps it (it saves the walk)."""
+    ps = list(model.parameters()) if params is None else params
+    out = np.empty(sum(p.numel() for p in ps), dtype=np.float32)
+    t = torch.from_numpy(out)
+    pos = 0
     with torch.no_grad():
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu().numpy(
-            ).astype(np.float32, copy=True)
+        for p in ps:  # one copy per parameter, straight into the vector
+            n = p.numel()
+            t[pos:pos + n].copy_(p.detach().reshape(-1))
+            pos += n
+    return out
 
 
-def set_flat_params(model: nn.Module, vec: np.ndarray) -> None:
+def set_flat_params(model: nn.Module, vec: np.ndarray, params: list | None = None) -> None:
     """Write a flat float32 vector into the model's parameters (inverse of :func:`flat_params`)."""
     t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
     pos = 0
     with torch.no_grad():
-        for p in model.parameters():
+        for p in (model.parameters() if params is None else params):
             n = p.numel()
             p.copy_(t[pos:pos + n].view_as(p))
             pos += n
@@ -74,6 +83,10 @@ class Trainer:
             model = model.to(self.device)
         self.model, self.x, self.y, self.parts = model, x, y, parts
         self.cfg, self.seed = train_cfg, seed
+        # per-client fixed costs (benchmarks/profile_round.py, 10k clients of one mini-batch):
+        # the parameter list is walked once, and one optimizer is kept and reset per client
+        self._params = list(model.parameters())
+        self._opt: torch.optim.Optimizer | None = None
 
     def _to_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._on_device:
@@ -127,15 +140,24 @@ class Trainer:
         if torch.cuda.is_initialized():  # a model moved to the GPU draws from CUDA generators
             torch.cuda.manual_seed_all(s)
 
+    def _fresh_optimizer(self) -> torch.optim.Optimizer:
+        """The worker's optimizer with its state cleared: the same as a new one (SGD momentum
+        buffers and Adam moments and step counts all live in ``state``)."""
+        if self._opt is None:
+            self._opt = self.make_optimizer(self._params)
+        self._opt.state.clear()
+        return self._opt
+
     def train(self, w: np.ndarray, *, client: int, round: int) -> tuple[np.ndarray, dict]:
         """E epochs of mini-batch SGD (or Adam) from ``w``, with the optional FedProx term."""
-        set_flat_params(self.model, w)
+        params = self._params
+        set_flat_params(self.model, w, params)
         self.seed_framework(client, round)
         model = self.model
         model.train()
-        opt = self.make_optimizer(model.parameters())
+        opt = self._fresh_optimizer()
         mu = self.cfg.prox_mu
-        anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+        anchor = [p.detach().clone() for p in params] if mu > 0 else None
         total, steps, seen = 0.0, 0, 0
         for xb, yb in self.batches(client, round):
             opt.zero_grad(set_to_none=True)
@@ -143,17 +165,17 @@ class Trainer:
             obj = loss
             if anchor is not None:
                 obj = loss + 0.5 * mu * sum(((p - a) ** 2).sum()
-                                           for p, a in zip(model.parameters(), anchor))
+                                           for p, a in zip(params, anchor, strict=True))
             obj.backward()
             opt.step()
             total += float(loss.detach()) * xb.shape[0]
             seen += xb.shape[0]
             steps += 1
-        return flat_params(model), {"loss": total / max(1, seen), "steps": steps,
-                                    "samples": self.num_samples(client)}
+        return flat_params(model, params), {"loss": total / max(1, seen), "steps": steps,
+                                            "samples": self.num_samples(client)}
 
     def local_loss(self, w: np.ndarray, client: int) -> float:
         """Mean training loss of ``w`` on the client's data (one pass, no gradient)."""
-        set_flat_params(self.model, w)
+        set_flat_params(self.model, w, self._params)
         x, y = self.client_data(client)
         return evaluate(self.model, x, y)[0]
