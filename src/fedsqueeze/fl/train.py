@@ -38,14 +38,16 @@ def flat_params(model: nn.Module, params: list | None = None) -> np.ndarray:
 def set_flat_params(model: nn.Module, vec: np.ndarray, params: list | None = None) -> None:
     """Write a flat float32 vector into the model's parameters (inverse of :func:`flat_params`)."""
     t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
+    ps = list(model.parameters()) if params is None else params
+    total = sum(p.numel() for p in ps)
+    if total != t.numel():
+        raise ValueError(f"vector has {t.numel()} values, the model {total}")
     pos = 0
     with torch.no_grad():
-        for p in (model.parameters() if params is None else params):
+        for p in ps:
             n = p.numel()
             p.copy_(t[pos:pos + n].view_as(p))
             pos += n
-    if pos != t.numel():
-        raise ValueError(f"vector has {t.numel()} values, the model {pos}")
 
 
 @torch.no_grad()
