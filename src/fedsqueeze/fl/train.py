@@ -87,7 +87,7 @@ class Trainer:
         self.cfg, self.seed = train_cfg, seed
         # per-client fixed costs (benchmarks/profile_round.py, 10k clients of one mini-batch):
         # the parameter list is walked once, and one optimizer is kept and reset per client
-        self._params = list(model.parameters())
+        self._params = list(model.parameters()) if model is not None else []  # split: no model
         self._opt: torch.optim.Optimizer | None = None
 
     def _to_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
