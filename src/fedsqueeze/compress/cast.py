@@ -27,9 +27,11 @@ def f32_to_bf16_bits(v: np.ndarray) -> np.ndarray:
 
 def f32_to_f16_bits(v: np.ndarray) -> np.ndarray:
     """IEEE binary16 patterns, round-to-nearest-even, clamped to +-65504 (the bytes of
-    ``np.clip(v, -65504, 65504).astype("<f2")``; ``kernels.cpu.cast.f32_to_f16``)."""
+    ``np.clip(v, -65504, 65504).astype("<f2")``; ``kernels.cpu.cast.f32_to_f16``, computed by
+    ``f32_to_f16_fast`` with the CPU's F16C conversion where it has one)."""
+    v = np.ascontiguousarray(v, dtype=np.float32)
     r = np.empty(v.shape[0], dtype="<u2")
-    _kc.f32_to_f16(v.view(np.uint32), r)
+    _kc.f32_to_f16_fast(v, v.view(np.uint32), r)
     return r
 
 
@@ -83,8 +85,8 @@ class Float16(_Cast):
 
     def decode(self, enc, *, out=None):
         out = check_out(out, enc.n)
-        _kc.f16_to_f32(np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n),
-                       out.view(np.uint32))
+        _kc.f16_to_f32_fast(np.frombuffer(enc.sections[1], dtype="<u2", count=enc.n), out,
+                            out.view(np.uint32))
         return out
 
 

@@ -108,11 +108,16 @@ class CountSketch(Compressor):
             if self.rows * n > _CACHE_ENTRIES or self.cols_for(n) >= 2**31:
                 return None
             hit = (np.empty((self.rows, n), np.int32), np.empty((self.rows, n), np.int8))
-            _k.sketch_hashes(np.arange(n, dtype=np.int64), hit[0], hit[1], self.params(n))
+            _k.hash_range(0, n, hit[0], hit[1], self.params(n))
             if len(self._cache) >= 4:
                 self._cache.clear()
             self._cache[n] = hit
         return hit
+
+    def _chunk_scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Hash scratch of the ``*_chunked`` kernels (when the hashes of all coordinates would
+        not fit the cache): buckets int32 and signs int8, ``(rows, kernels.cpu.sketch.CHUNK)``."""
+        return (np.empty((self.rows, _k.CHUNK), np.int32), np.empty((self.rows, _k.CHUNK), np.int8))
 
     def sketch(self, x, *, out: np.ndarray | None = None) -> np.ndarray:
         """The ``(rows, c)`` float32 table of ``x`` (added into ``out`` when given)."""
@@ -126,7 +131,7 @@ class CountSketch(Compressor):
                              f"got {out.dtype} {out.shape}")
         hashes = self._hashes_of_all(n)
         if hashes is None:
-            _k.sketch_insert(v, out, self.params(n))
+            _k.sketch_insert_chunked(v, out, self.params(n), *self._chunk_scratch())
         else:
             _k.sketch_insert_hashed(v, hashes[0], hashes[1], out)
         return out
@@ -140,9 +145,11 @@ class CountSketch(Compressor):
         table = np.ascontiguousarray(table, dtype=np.float32)
         hashes = self._hashes_of_all(n)
         if hashes is None:
-            _k.sketch_query(table, out, self.params(n))
+            _k.sketch_query_chunked(table, out, self.params(n), *self._chunk_scratch(),
+                                    np.empty((self.rows, _k.CHUNK), np.float32))
         else:
-            _k.sketch_query_hashed(table, hashes[0], hashes[1], out)
+            _k.sketch_query_hashed_gather(table, hashes[0], hashes[1], out,
+                                          np.empty((self.rows, _k.CHUNK), np.float32))
         return out
 
     # -- codec ----------------------------------------------------------------------------------

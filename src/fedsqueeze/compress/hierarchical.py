@@ -207,8 +207,10 @@ class HDQ(Compressor):
                           "pos_bytes": pos_bytes})
         r.finish()
         enc = Encoded({"k": k, "flags": flags, "tiers": tiers}, tuple(sections), n)
-        all_idx = np.concatenate([self._positions(enc, h) for h in range(H)])
-        self._require(np.unique(all_idx).shape[0] == k, "hdq: tiers share positions")
+        all_idx = np.sort(np.concatenate([self._positions(enc, h) for h in range(H)]))
+        # each tier's positions are strictly increasing (decode_positions checks): the tiers
+        # are disjoint iff the sorted union has no repeat (np.unique's hash path was ~20x slower)
+        self._require(not bool(np.any(all_idx[1:] == all_idx[:-1])), "hdq: tiers share positions")
         return enc
 
     def _positions(self, enc: Encoded, h: int) -> np.ndarray:

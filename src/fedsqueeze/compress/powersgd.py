@@ -31,6 +31,7 @@ import numpy as np
 from .. import rng
 from ..comm.wire import SectionReader
 from ..errors import WireFormatError
+from ..kernels.cpu import lowrank
 from .base import Compressor, Encoded, as_flat_f32, check_out, require_finite
 from .registry import register
 
@@ -202,6 +203,7 @@ class PowerSGD(Compressor):
         self.rank, self.shapes, self.init_seed = rank, shapes, init_seed
         self.error_feedback = error_feedback
         self._layouts: dict[int, Layout] = {}
+        self._defaults: dict[tuple[int, int], PowerSGDState] = {}
 
     def _params(self):
         return {"rank": self.rank, "shapes": self.shapes, "init_seed": self.init_seed,
@@ -236,12 +238,18 @@ class PowerSGD(Compressor):
         raw = np.asarray(raw, dtype=np.float32)
         if raw.shape != (lay.factor_len(phase),):
             raise ValueError(f"factors of shape {raw.shape}, expected ({lay.factor_len(phase)},)")
-        fill = self.random_factors(n, phase, seed=seed, round=round)
         out = np.empty_like(raw)
-        pairs = zip(lay.split(out, phase, shared=True), lay.split(raw, phase, shared=True),
-                    lay.split(fill, phase, shared=True), strict=True)
-        for (_, o), (_, a), (_, f) in pairs:
-            o[:] = orthonormalize(a, f)
+        for (_, o), (_, a) in zip(lay.split(out, phase, shared=True),
+                                  lay.split(raw, phase, shared=True), strict=True):
+            o[:] = orthonormalize(a)
+        # a zero column means a degenerate one: only then are the refills needed (generating
+        # them costs more than the Gram-Schmidt); columns before it come out the same either way
+        if any(not np.all(np.any(o != 0, axis=0)) for _, o in lay.split(out, phase, shared=True)):
+            fill = self.random_factors(n, phase, seed=seed, round=round)
+            pairs = zip(lay.split(out, phase, shared=True), lay.split(raw, phase, shared=True),
+                        lay.split(fill, phase, shared=True), strict=True)
+            for (_, o), (_, a), (_, f) in pairs:
+                o[:] = orthonormalize(a, f)
         return PowerSGDState(phase, out)
 
     def initial_state(self, n: int, *, seed: int | None = None, phase: int = 0,
@@ -250,6 +258,16 @@ class PowerSGD(Compressor):
         seed = self.init_seed if seed is None else seed
         raw = self.random_factors(n, phase, seed=seed, round=round)
         return self.orthonormal_state(n, phase, raw, seed=seed, round=round + 1)
+
+    def _default_state(self, n: int, phase: int) -> PowerSGDState:
+        """:meth:`initial_state` ``(n, phase=phase)``, computed once per size and phase (a pure
+        function of the config; read-only factors) for callers that pass no state."""
+        st = self._defaults.get((n, phase))
+        if st is None:
+            st = self.initial_state(n, phase=phase)
+            st.factors.setflags(write=False)
+            self._defaults[(n, phase)] = st
+        return st
 
     def _check_state(self, state: PowerSGDState, n: int) -> None:
         want = self.layout(n).factor_len(state.phase)
@@ -262,15 +280,19 @@ class PowerSGD(Compressor):
         """Upload factors for ``state``; returns the encoded message and the next phase's state."""
         v = as_flat_f32(x)
         n, lay = v.shape[0], self.layout(v.shape[0])
-        state = self.initial_state(n) if state is None else state
+        state = self._default_state(n, 0) if state is None else state
         self._check_state(state, n)
         ph = state.phase
         up = np.empty(lay.upload_len(ph), dtype=np.float32)
         for (b, u), (_, f) in zip(lay.split(up, ph, shared=False),
                                   lay.split(state.factors, ph, shared=True), strict=True):
-            mat = v[b.offset:b.offset + b.numel].reshape(b.n, b.m).astype(np.float64)
-            mat = mat if ph == 0 else mat.T
-            u[:] = mat @ f.astype(np.float64)
+            mat = v[b.offset:b.offset + b.numel].reshape(b.n, b.m)
+            if ph == 0:  # P = M Q
+                lowrank.mat_factor(mat, np.ascontiguousarray(f.T, dtype=np.float64), u,
+                                   np.empty((self.rank, lowrank.LANES)))
+            else:  # Q = M^T P
+                lowrank.mat_t_factor(mat, np.ascontiguousarray(f, dtype=np.float32), u,
+                                     np.empty((self.rank, b.m)))
         dense = np.concatenate([v[b.offset:b.offset + b.numel] for b in lay.dense]) if lay.dense \
             else np.zeros(0, np.float32)
         enc = Encoded({"phase": ph, "rank": self.rank},
@@ -302,14 +324,16 @@ class PowerSGD(Compressor):
 
     def reconstruct(self, phase: int, up: np.ndarray, dense: np.ndarray, factors: np.ndarray,
                     n: int, *, out: np.ndarray | None = None) -> np.ndarray:
-        """``P Q^T`` per compressed tensor (float64 products, rounded once) and the dense ones."""
+        """``P Q^T`` per compressed tensor (float64 sums of exact products, rounded once to
+        float32: :func:`fedsqueeze.kernels.cpu.lowrank.outer`) and the dense ones."""
         lay = self.layout(n)
         out = check_out(out, n)
         for (b, u), (_, f) in zip(lay.split(up, phase, shared=False),
                                   lay.split(factors, phase, shared=True), strict=True):
             p, q = (u, f) if phase == 0 else (f, u)
-            out[b.offset:b.offset + b.numel] = (p.astype(np.float64) @ q.T.astype(np.float64)
-                                                ).ravel()
+            lowrank.outer(np.ascontiguousarray(p, dtype=np.float32),
+                          np.ascontiguousarray(q.T, dtype=np.float64),
+                          out[b.offset:b.offset + b.numel], np.empty(b.m))
         pos = 0
         for b in lay.dense:
             out[b.offset:b.offset + b.numel] = dense[pos:pos + b.numel]
@@ -319,7 +343,7 @@ class PowerSGD(Compressor):
     def decode(self, enc: Encoded, *, out=None, state: PowerSGDState | None = None):
         """Rebuild the vector with the shared factors the encoder used (``state``)."""
         ph = enc.meta["phase"]
-        state = self.initial_state(enc.n, phase=ph) if state is None else state
+        state = self._default_state(enc.n, ph) if state is None else state
         self._check_state(state, enc.n)
         if state.phase != ph:
             raise ValueError(f"state is for phase {state.phase}, the message for phase {ph}")

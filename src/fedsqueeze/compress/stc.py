@@ -80,6 +80,10 @@ class STC(Compressor):
             raise TypeError(f"error_feedback must be a bool, got {error_feedback!r}")
         self.error_feedback = error_feedback
         self.b_star = rice_parameter(self.rho)
+        # the positions parse() decoded while validating, keyed by the identity of their stream
+        # buffer (held here, so the identity cannot be reused): decode() of that parse result
+        # skips a second Golomb-Rice pass. One entry; any other Encoded is decoded afresh.
+        self._parsed: tuple[object, np.ndarray] | None = None
 
     def _params(self):
         return {"rho": self.rho, "error_feedback": self.error_feedback}
@@ -116,16 +120,22 @@ class STC(Compressor):
         stream = r.bytes((nbits + 7) // 8, "golomb")
         signs = r.bytes((k + 7) // 8, "signs")
         r.finish()
-        rice_decode(stream, nbits, b, k, n, "stc.golomb")  # validates every index
+        idx = rice_decode(stream, nbits, b, k, n, "stc.golomb")  # validates every index
         self._require(k % 8 == 0 or (signs[-1] >> (k % 8)) == 0, "stc: non-zero sign padding bits")
         meta = {"k": k, "mu": float(mu), "pos_bits": nbits}
+        self._parsed = (stream, idx)
         return Encoded(meta, (_PRE.pack(k, mu, b, nbits), stream, signs), n)
 
     def decode(self, enc: Encoded, *, out=None):
         out = check_out(out, enc.n)
         m = enc.meta
         k = m["k"]
-        idx = rice_decode(enc.sections[1], m["pos_bits"], self.b_star, k, enc.n, "stc.golomb")
+        hit = self._parsed
+        if hit is not None and hit[0] is enc.sections[1] and hit[1].shape[0] == k:
+            idx = hit[1]
+        else:
+            idx = rice_decode(enc.sections[1], m["pos_bits"], self.b_star, k, enc.n,
+                              "stc.golomb")
         neg = np.empty(k, dtype=np.uint8)
         unpack_bits(np.frombuffer(enc.sections[2], dtype=np.uint8), 1, k, neg)
         mu = np.float32(m["mu"])

@@ -109,6 +109,12 @@ NO_JIT_SCRIPT = textwrap.dedent("""
     C.bf16_to_f32(h, f)
     assert (f == h.astype(np.uint32) << np.uint32(16)).all()
     assert C.count_all_ones(h, 0x7F80) == np.count_nonzero((h & 0x7F80) == 0x7F80)
+    assert not C.HARDWARE_F16  # the fast casts fall back to the integer kernels
+    h2 = np.empty(u.shape[0], np.uint16)
+    C.f32_to_f16_fast(u.view(np.float32), u, h2)
+    assert (h2 == f16_oracle(u)).all()
+    C.f16_to_f32_fast(h2, f.view(np.float32), f)
+    assert (f == h2.view("<f2").astype(np.float32).view(np.uint32)).all()
     print("ok")
 """)
 
@@ -119,3 +125,41 @@ def test_cast_kernels_without_jit():
     r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("start", [0, 1, 2047, 2049])
+def test_f32_to_f16_fast_equals_the_integer_kernel(start):
+    """The F16C path (when the CPU has it) gives the integer kernel's bits on every pattern:
+    rounding ties, subnormals, overflow clamps, Inf and NaN payloads; any alignment and block."""
+    u = patterns()[start:]
+    ref = np.empty(u.shape[0], np.uint16)
+    C.f32_to_f16(u, ref)
+    out = np.empty(u.shape[0], np.uint16)
+    C.f32_to_f16_fast(u.view(np.float32), u, out)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("start", [0, 1, 2047])
+def test_f16_to_f32_fast_equals_the_integer_kernel(start):
+    h = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2)[start:]
+    ref = np.empty(h.shape[0], np.uint32)
+    C.f16_to_f32(h, ref)
+    out = np.empty(h.shape[0], np.float32)
+    C.f16_to_f32_fast(h, out, out.view(np.uint32))
+    np.testing.assert_array_equal(out.view(np.uint32), ref)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2048, 5000])
+def test_fast_casts_on_gradient_like_data(n):
+    """Mostly finite data with a few specials in one block (the fix-up path) and none in others."""
+    x = (np.random.default_rng(n).standard_normal(n) * 0.01).astype(np.float32)
+    x[: min(n, 3)] = np.array([np.inf, -1e6, np.nan], np.float32)[: min(n, 3)]
+    ref = np.empty(n, np.uint16)
+    C.f32_to_f16(x.view(np.uint32), ref)
+    out = np.empty(n, np.uint16)
+    C.f32_to_f16_fast(x, x.view(np.uint32), out)
+    np.testing.assert_array_equal(out, ref)
+    back, back_ref = np.empty(n, np.float32), np.empty(n, np.uint32)
+    C.f16_to_f32(out, back_ref)
+    C.f16_to_f32_fast(out, back, back.view(np.uint32))
+    np.testing.assert_array_equal(back.view(np.uint32), back_ref)

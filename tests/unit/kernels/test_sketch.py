@@ -150,3 +150,32 @@ def test_hashed_kernels_equal_the_hashing_ones(n, rows, cols, seed):
     out = np.empty(n, np.float32)
     k.sketch_query_hashed(t, b, s, out)
     np.testing.assert_array_equal(out, naive.count_sketch_query(t, n, seed))
+
+
+@pytest.mark.parametrize("n,rows,cols,width", [(1, 1, 1, 4), (300, 5, 13, 7), (1000, 4, 20, 64),
+                                               (5000, 5, 101, 4096)])
+@pytest.mark.parametrize("seed", [0, 2**33 + 5])
+def test_chunked_kernels_equal_the_hashing_ones(n, rows, cols, width, seed):
+    """Hashing chunk by chunk into a small scratch gives the same tables and estimates bit for
+    bit (every cell still adds its coordinates in increasing order), for any scratch width."""
+    x = vector(n, seed % 5 + n, "normal")
+    b = np.empty((rows, width), np.int32)
+    s = np.empty((rows, width), np.int8)
+    t = np.zeros((rows, cols), np.float32)
+    k.sketch_insert_chunked(x, t, params(cols, seed), b, s)
+    t_ref = np.zeros((rows, cols), np.float32)
+    k.sketch_insert(x, t_ref, params(cols, seed))
+    np.testing.assert_array_equal(t.view(np.uint32), t_ref.view(np.uint32))
+    np.testing.assert_array_equal(t, naive.count_sketch(x, rows, cols, seed))
+    out = np.empty(n, np.float32)
+    k.sketch_query_chunked(t, out, params(cols, seed), b, s, np.empty((rows, width), np.float32))
+    np.testing.assert_array_equal(out, naive.count_sketch_query(t, n, seed))
+    b_all, s_all = np.empty((rows, n), np.int32), np.empty((rows, n), np.int8)
+    k.sketch_hashes(np.arange(n, dtype=np.int64), b_all, s_all, params(cols, seed))
+    b_rng, s_rng = np.empty((rows, n), np.int32), np.empty((rows, n), np.int8)
+    k.hash_range(0, n, b_rng, s_rng, params(cols, seed))
+    np.testing.assert_array_equal(b_rng, b_all)
+    np.testing.assert_array_equal(s_rng, s_all)
+    out2 = np.empty(n, np.float32)
+    k.sketch_query_hashed_gather(t, b_all, s_all, out2, np.empty((rows, width), np.float32))
+    np.testing.assert_array_equal(out2.view(np.uint32), out.view(np.uint32))

@@ -14,16 +14,30 @@ patterns, and all 2^16 half and bfloat16 patterns for the decoders):
 * :func:`bf16_to_f32`: the 16 bits shifted up.
 
 Kernels take and write the bit patterns (``uint32`` views of float32, ``uint16`` codes).
+
+:func:`f32_to_f16_fast` and :func:`f16_to_f32_fast` give the same bits as :func:`f32_to_f16` and
+:func:`f16_to_f32` with the CPU's conversion instructions (F16C ``vcvtps2ph`` / ``vcvtph2ps``,
+through LLVM's ``fptrunc``/``fpext`` to ``half``), 2048 elements at a time; IEEE round to nearest
+even already equals the rules above for every finite value, subnormals included. Only the
+elements whose 16-bit pattern has the all-ones exponent (float32 NaN, Inf and values that round
+beyond 65504, which the hardware turns into Inf or a quieted NaN) are then recomputed with the
+integer rule, after a vectorised check of the block. They assume the default floating-point
+environment (round to nearest even, no denormals-are-zero), as all of fedsqueeze does. Without
+F16C, or under ``NUMBA_DISABLE_JIT``, they are the integer kernels themselves. The integer
+kernels stay the reference (and the twin of any GPU version); tests compare the two on every
+pattern of ``tests/unit/kernels/test_cast.py``.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.core import config as _nbconfig
 
 from ..config import NJIT
 
-__all__ = ["f32_to_f16", "f16_to_f32", "f32_to_bf16", "bf16_to_f32", "count_all_ones"]
+__all__ = ["f32_to_f16", "f16_to_f32", "f32_to_bf16", "bf16_to_f32", "count_all_ones",
+           "f32_to_f16_fast", "f16_to_f32_fast", "HARDWARE_F16"]
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -128,3 +142,114 @@ def count_all_ones(h, mask):  # pragma: no cover - compiled
     for i in range(h.shape[0]):
         bad += np.int64((h[i] & m) == m)
     return bad
+
+
+# -- the same float16 conversions with the CPU's F16C instructions ------------------------------
+_BLOCK = 2048
+_EXP16 = np.uint16(0x7C00)
+
+
+def _host_has_f16c() -> bool:
+    if _nbconfig.DISABLE_JIT:
+        return False
+    try:
+        from llvmlite import binding as _llvm
+
+        return bool(_llvm.get_host_cpu_features().get("f16c", False))
+    except Exception:  # pragma: no cover - feature query unavailable
+        return False
+
+
+HARDWARE_F16 = _host_has_f16c()
+"""Whether :func:`f32_to_f16_fast` / :func:`f16_to_f32_fast` use F16C (else the integer kernels)."""
+
+
+def _f32_to_f16_fast_py(x, u, out):  # pragma: no cover - no F16C or NUMBA_DISABLE_JIT
+    """:func:`f32_to_f16` (``x`` is unused)."""
+    f32_to_f16(u, out)
+
+
+def _f16_to_f32_fast_py(h, out, out_u):  # pragma: no cover - no F16C or NUMBA_DISABLE_JIT
+    """:func:`f16_to_f32` (``out`` is unused)."""
+    f16_to_f32(h, out_u)
+
+
+if not HARDWARE_F16:
+    f32_to_f16_fast = _f32_to_f16_fast_py
+    f16_to_f32_fast = _f16_to_f32_fast_py
+else:
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _to_half_bits(typingctx, x):  # pragma: no cover - compiled
+        """binary16 pattern (uint16) of a float32, by the CPU's rounding (``fptrunc``)."""
+        if x != _types.float32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(builder.fptrunc(args[0], _ir.HalfType()), _ir.IntType(16))
+
+        return _types.uint16(_types.float32), codegen
+
+    @_intrinsic
+    def _from_half_bits(typingctx, h):  # pragma: no cover - compiled
+        """float32 of a binary16 pattern (uint16), exact (``fpext``)."""
+        if h != _types.uint16:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.fpext(builder.bitcast(args[0], _ir.HalfType()), _ir.FloatType())
+
+        return _types.float32(_types.uint16), codegen
+
+    @nb.njit(**NJIT)
+    def _to_half_block(x, out):  # pragma: no cover - compiled
+        # a plain loop of its own, so that LLVM vectorises it (vcvtps2ph on 8 lanes)
+        for i in range(x.shape[0]):
+            out[i] = _to_half_bits(x[i])
+
+    @nb.njit(**NJIT)
+    def _from_half_block(h, out):  # pragma: no cover - compiled
+        for i in range(h.shape[0]):
+            out[i] = _from_half_bits(h[i])
+
+    @nb.njit(**NJIT)
+    def _any_all_ones(h):  # pragma: no cover - compiled
+        # non-zero iff some h[i] has the all-ones exponent: (h & 0x7C00) + 0x400 carries into
+        # bit 15 exactly then; an OR reduction of uint16, vectorised
+        c = np.uint16(0)
+        for i in range(h.shape[0]):
+            c |= np.uint16((h[i] & _EXP16) + np.uint16(0x0400))
+        return c & np.uint16(0x8000)
+
+    @nb.njit(**NJIT)
+    def f32_to_f16_fast(x, u, out):  # pragma: no cover - compiled
+        """:func:`f32_to_f16` bit for bit: ``x`` float32 and ``u`` its uint32 view, ``out``
+        uint16."""
+        n = x.shape[0]
+        for i0 in range(0, n, _BLOCK):
+            i1 = min(n, i0 + _BLOCK)
+            o = out[i0:i1]
+            _to_half_block(x[i0:i1], o)
+            if _any_all_ones(o):
+                for i in range(i0, i1):
+                    if (out[i] & _EXP16) == _EXP16:
+                        out[i] = np.uint16(_half_of(u[i]))
+
+    @nb.njit(**NJIT)
+    def f16_to_f32_fast(h, out, out_u):  # pragma: no cover - compiled
+        """:func:`f16_to_f32` bit for bit: ``h`` uint16, ``out`` float32 and ``out_u`` its
+        uint32 view (NaN payloads are kept, which the hardware would quiet)."""
+        n = h.shape[0]
+        for i0 in range(0, n, _BLOCK):
+            i1 = min(n, i0 + _BLOCK)
+            b = h[i0:i1]
+            _from_half_block(b, out[i0:i1])
+            if _any_all_ones(b):
+                for i in range(i0, i1):
+                    v = np.uint32(h[i])
+                    if (v & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                        out_u[i] = ((v & np.uint32(0x8000)) << np.uint32(16)) | _INF | (
+                            (v & np.uint32(0x3FF)) << np.uint32(13))
