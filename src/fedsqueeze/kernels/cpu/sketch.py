@@ -196,23 +196,30 @@ def sketch_query_chunked(table, out, params, buckets, signs, vals):  # pragma: n
     scratch of the same shape for the signed table entries, gathered row by row before the
     medians (independent loads, no branches in between)."""
     n = out.shape[0]
-    r = table.shape[0]
     w = buckets.shape[1]
     col = np.empty(MAX_ROWS, dtype=np.float32)  # scratch, not an output
     for i0 in range(0, n, w):
         m = min(w, n - i0)
         hash_range(i0, m, buckets, signs, params)
-        for j in range(r):
-            tj = table[j]
-            bj = buckets[j]
-            sj = signs[j]
-            vj = vals[j]
-            for t in range(m):
-                vj[t] = np.float32(np.float32(sj[t]) * tj[bj[t]])
+        _gather_medians(table, buckets, signs, 0, m, vals, col, out[i0:i0 + m])
+
+
+@nb.njit(**NJIT)
+def _gather_medians(table, buckets, signs, c0, m, vals, col, out):  # pragma: no cover - compiled
+    """``out[t]`` = median over rows ``j`` of ``signs[j, c0 + t] * table[j, buckets[j, c0 + t]]``
+    for ``t < m``: the signed entries gathered row by row into ``vals`` first."""
+    r = table.shape[0]
+    for j in range(r):
+        tj = table[j]
+        bj = buckets[j, c0:c0 + m]
+        sj = signs[j, c0:c0 + m]
+        vj = vals[j]
         for t in range(m):
-            for j in range(r):
-                _median_insert(col, j, vals[j, t])
-            out[i0 + t] = _median_of(col, r)
+            vj[t] = np.float32(np.float32(sj[t]) * tj[bj[t]])
+    for t in range(m):
+        for j in range(r):
+            _median_insert(col, j, vals[j, t])
+        out[t] = _median_of(col, r)
 
 
 @nb.njit(**NJIT)
@@ -221,19 +228,8 @@ def sketch_query_hashed_gather(table, buckets, signs, out, vals):  # pragma: no 
     coordinates at a time: the signed table entries are gathered row by row into the float32
     scratch ``vals`` (``(rows, width)``) before the medians, as in :func:`sketch_query_chunked`."""
     n = out.shape[0]
-    r = table.shape[0]
     w = vals.shape[1]
     col = np.empty(MAX_ROWS, dtype=np.float32)  # scratch, not an output
     for i0 in range(0, n, w):
         m = min(w, n - i0)
-        for j in range(r):
-            tj = table[j]
-            bj = buckets[j, i0:i0 + m]
-            sj = signs[j, i0:i0 + m]
-            vj = vals[j]
-            for t in range(m):
-                vj[t] = np.float32(np.float32(sj[t]) * tj[bj[t]])
-        for t in range(m):
-            for j in range(r):
-                _median_insert(col, j, vals[j, t])
-            out[i0 + t] = _median_of(col, r)
+        _gather_medians(table, buckets, signs, i0, m, vals, col, out[i0:i0 + m])
