@@ -16,6 +16,12 @@ __all__ = ["main"]
 
 
 def _cmd_run(args) -> int:
+    from .launch.guard import guard_worker_rank
+
+    # under MPICH's mpiexec a worker killed by a signal would make the launcher SIGKILL the
+    # server too (see fedsqueeze.launch.guard): workers run under a watcher that turns that
+    # death into an exit code. Before MPI is initialised and before any thread exists.
+    guard_worker_rank()
     from . import config as C
 
     overrides = C.parse_overrides(args.set or [])
@@ -59,6 +65,7 @@ def _cmd_run(args) -> int:
         traceback.print_exc()
         _abort(comm, 1)
         raise
+    _ignore_stop_signals()
     if comm.Get_rank() == 0:
         h5 = result["h5"]
         final = result.get("final", {})
@@ -74,6 +81,20 @@ def _cmd_run(args) -> int:
             if png:
                 print(f"plot: {png}")
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    """The run is over: stop signals are ignored from now on, through interpreter shutdown.
+
+    MPICH's ``mpiexec`` sends SIGUSR1 to the remaining ranks whenever a rank's process exits,
+    also at a normal end, and Python restores the default action (terminate) of the signals it
+    handles while it shuts down: a rank that got the notice then died of it (exit code 138, and
+    hydra SIGKILLs the others). ``SIG_IGN`` is kept through shutdown.
+    """
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _abort(comm, code: int) -> None:

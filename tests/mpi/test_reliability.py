@@ -59,11 +59,7 @@ def test_dropouts_are_logged_and_never_deadlock(tmp_path):
 
 @pytest.mark.parametrize("mode", ["abort", "continue"])
 def test_a_lost_worker_is_noticed(tmp_path, mode):
-    _lost_worker(tmp_path, mode, retry=True)
-
-
-def _lost_worker(tmp_path, mode: str, *, retry: bool) -> None:
-    name = f"lost-{mode}" if retry else f"lost-{mode}-again"
+    name = f"lost-{mode}"
     proc = launch(tmp_path, name, "fl.rounds=400", "data.clients=12", "train.epochs=1",
                    "fl.worker_timeout_s=20", f'fl.on_worker_loss="{mode}"')
     try:
@@ -75,16 +71,11 @@ def _lost_worker(tmp_path, mode: str, *, retry: bool) -> None:
         if mode == "abort":
             out, err = proc.communicate(timeout=120)
             elapsed = time.monotonic() - killed
-            assert proc.returncode != 0
+            assert proc.returncode == 1, (proc.returncode, err[-4000:])  # the server's Abort(1)
             r = read_run(tmp_path / f"{name}.h5")
-            if r.status["state"] == "running" and not len(r.events) and not err.strip():
-                # KNOWN ISSUE (session note, issue #8): about 1 run in 10 the server process
-                # vanishes within ~0.5 s of the worker's death, without a Python exception or
-                # any MPI message (mpiexec exits 9), so nothing reaches the log. Cause not found
-                # yet; the scenario is run once more so that the rest of it stays checked.
-                assert retry, ("the server vanished again", r.status, proc.returncode)
-                (tmp_path / "again").mkdir()
-                return _lost_worker(tmp_path / "again", mode, retry=False)
+            # issue #8: hydra's proxy SIGKILLed the server when it reaped the SIGKILLed worker
+            # (log left "running", no checkpoint; mpiexec exit code 9), unless the worker runs
+            # under its guard (fedsqueeze.launch.guard), which turns that death into an exit code
             assert r.status["state"] == "failed" and "WorkerLost" in r.status["error"], (
                 r.status, proc.returncode, err[-4000:])
             assert (r.events["code"] == "worker_lost").any()
