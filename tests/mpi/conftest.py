@@ -89,16 +89,25 @@ def _read_run(path):
     return read_run(path)
 
 
-def wait_rounds(path, n: int, timeout: float = 240) -> None:
+def wait_rounds(path, n: int, timeout: float = 240, proc=None) -> None:
+    """Wait until the log at ``path`` holds ``n`` rounds; fail at once, with its output, if the
+    launched ``proc`` ends first."""
     end = time.monotonic() + timeout
+    last = None
     while time.monotonic() < end:
         if path.exists():
             try:
                 if len(_read_run(path).rounds) >= n:
                     return
-            except Exception:  # noqa: BLE001 - the file may be mid-creation
-                pass
+            except Exception as exc:  # noqa: BLE001 - the file may be mid-creation
+                last = exc
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (exit code {proc.returncode}) before {path} held {n} "
+                        f"rounds:\n{err[-3000:]}")
         time.sleep(0.5)
-    pytest.fail(f"{path} never reached {n} rounds")
+    state = "still running" if proc is None or proc.poll() is None else f"exit {proc.returncode}"
+    pytest.fail(f"{path} never reached {n} rounds in {timeout} s (run {state}; last read "
+                f"error: {last!r})")
 
 

@@ -24,7 +24,7 @@ def test_preempt_and_resume_is_bit_identical(tmp_path, sig):
     fedsqueeze_run(3, "jobs/quickstart.toml", tmp_path, "full", *SETS)
     proc = launch(tmp_path, "p", *SETS)
     try:
-        wait_rounds(tmp_path / "p.h5", 3)
+        wait_rounds(tmp_path / "p.h5", 3, proc=proc)
         for pid in rank_pids("p").values():  # what scancel --signal does to a job step
             os.kill(pid, sig)
         out, err = proc.communicate(timeout=300)

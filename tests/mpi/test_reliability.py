@@ -63,7 +63,7 @@ def test_a_lost_worker_is_noticed(tmp_path, mode):
     proc = launch(tmp_path, name, "fl.rounds=400", "data.clients=12", "train.epochs=1",
                    "fl.worker_timeout_s=20", f'fl.on_worker_loss="{mode}"')
     try:
-        wait_rounds(tmp_path / f"{name}.h5", 2)
+        wait_rounds(tmp_path / f"{name}.h5", 2, proc=proc)
         pids = rank_pids(name)
         assert 2 in pids, pids
         os.kill(pids[2], signal.SIGKILL)
@@ -84,7 +84,7 @@ def test_a_lost_worker_is_noticed(tmp_path, mode):
             assert elapsed < 60
         else:
             wait_rounds(tmp_path / f"{name}.h5", len(read_run(tmp_path / f"{name}.h5").rounds)
-                         + 3)
+                         + 3, proc=proc)
             r = read_run(tmp_path / f"{name}.h5")
             assert (r.events["code"] == "worker_lost").any()
             assert r.status["state"] == "running"
@@ -102,7 +102,7 @@ def test_the_log_survives_a_sigkilled_server(tmp_path):
     name = "killed"
     proc = launch(tmp_path, name, "fl.rounds=400", "data.clients=12", "train.epochs=1")
     try:
-        wait_rounds(tmp_path / f"{name}.h5", 3)
+        wait_rounds(tmp_path / f"{name}.h5", 3, proc=proc)
         pids = rank_pids(name)
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(1)
