@@ -160,16 +160,20 @@ class HDQ(Compressor):
         if not np.isfinite(vals).all():
             raise ValueError("hdq: input has NaN or Inf among the selected values")
         order = rank_order(vals)  # stage 2: ranks by |v| descending, ties by index
+        rank = np.empty(k, dtype=np.int64)
+        rank[order] = np.arange(k, dtype=np.int64)  # rank of each kept value (index order)
         u = self._uniforms(seed, k)
         flags = _STOCHASTIC if u is not None else 0
         sections: list = [_PRE.pack(k, self.tiers, flags, 0)]
         tiers = []
         for (a, z), b in zip(tier_bounds(k, self.tiers), self.bits, strict=True):
-            members = np.sort(order[a:z])  # tier members, increasing index
-            ranks_u = None if u is None else u[a:z][np.argsort(order[a:z], kind="stable")]
-            lo, hi, levels = self._quantize(np.abs(vals[members]), b, ranks_u)  # stage 3
+            # tier members in increasing index (= np.sort(order[a:z]), without the sort)
+            members = np.flatnonzero((rank >= a) & (rank < z))
+            ranks_u = None if u is None else u[rank[members]]
+            tv = vals[members]
+            lo, hi, levels = self._quantize(np.abs(tv), b, ranks_u)  # stage 3
             mode, pos = encode_positions(idx[members], n)
-            signs = _packed((vals[members] < 0).astype(np.uint32), 1)
+            signs = _packed((tv < 0).astype(np.uint32), 1)
             sections += [_TIER.pack(z - a, lo, hi, b, mode, 0, pos.shape[0]), pos, signs,
                          _packed(levels, b)]
             tiers.append({"k": z - a, "lo": float(lo), "hi": float(hi), "b": b, "pos_mode": mode,

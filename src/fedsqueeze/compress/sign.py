@@ -78,7 +78,7 @@ class SignSGD(Compressor):
 
     def encode(self, x, *, seed: int, state: Any = None) -> tuple[Encoded, Any]:
         v, n = input_vector(x)
-        signs = np.zeros((n + 7) // 8, dtype=np.uint8)
+        signs = np.empty((n + 7) // 8, dtype=np.uint8)  # every byte written
         dispatch.pack_signs(v, signs)
         return Encoded({}, (signs,), n), state
 
@@ -140,13 +140,12 @@ class EFSignSGD(Compressor):
     def encode(self, x, *, seed: int, state: Any = None) -> tuple[Encoded, Any]:
         v, n = input_vector(x)
         bounds = segment_bounds(self.segments, n)
-        stats = dispatch.segment_stats(v, bounds)
+        signs = np.empty((n + 7) // 8, dtype=np.uint8)  # every byte written
+        sums = dispatch.sign_abs_encode(v, bounds, signs)  # sum |x| per segment and the signs
         numel = np.maximum(np.diff(bounds), 1).astype(np.float64)
-        alpha = (stats[:, 2] / numel).astype("<f4")
+        alpha = (sums / numel).astype("<f4")
         if not np.isfinite(alpha).all():
             raise ValueError(f"{self.codec_id}: input holds NaN or Inf")
-        signs = np.zeros((n + 7) // 8, dtype=np.uint8)
-        dispatch.pack_signs(v, signs)
         return Encoded({"segments": len(alpha)}, (alpha, signs), n), state
 
     def parse(self, payload, n: int) -> Encoded:

@@ -64,19 +64,31 @@ def bitmap_nbytes(n: int) -> int:
 def select_topk(v: np.ndarray, k: int) -> np.ndarray:
     """Sorted int64 indices of the ``k`` largest ``|v|``, ties by smaller index (METHODS.md 1.1)."""
     n = v.shape[0]
-    keys = np.empty(n, dtype=np.uint32)
     out = np.empty(min(k, n), dtype=np.int64)
-    hist = np.empty(_topk.HIST_BINS, dtype=np.int64)
-    _topk.topk_indices(v, min(k, n), keys, hist, out)
+    _topk.topk_select(v, min(k, n), _topk_hist(), out)
     return out
+
+
+_HIST: list[np.ndarray] = []
+
+
+def _topk_hist() -> np.ndarray:
+    """The int32 histogram scratch of ``topk_select`` (512 KB), allocated once per process."""
+    if not _HIST:
+        _HIST.append(np.empty(4 * _topk.TOPK_BINS, dtype=np.int32))
+    return _HIST[0]
 
 
 def rank_order(values: np.ndarray) -> np.ndarray:
     """Permutation sorting ``values`` (given in increasing index order) by ``|v|`` descending,
     ties by index: the rank order of METHODS.md 1.2."""
-    keys = np.empty(values.shape[0], dtype=np.uint32)
+    n = values.shape[0]
+    keys = np.empty(n, dtype=np.uint32)
     _topk.magnitude_keys(np.ascontiguousarray(values, dtype=np.float32), keys)
-    return np.argsort(keys, kind="stable")
+    # (key, index) in one uint64: unique, so any sort gives the stable order of the keys, and
+    # NumPy's default 64-bit argsort is its vectorised one (a stable uint32 sort is a timsort)
+    wide = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+    return np.argsort(wide)
 
 
 def encode_positions(idx: np.ndarray, n: int) -> tuple[int, np.ndarray]:

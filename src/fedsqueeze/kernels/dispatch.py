@@ -30,6 +30,7 @@ from .cpu import signs as _cpu_signs
 
 __all__ = ["is_device", "device_vector", "cuda_module", "pack_bits", "unpack_bits",
            "qsgd_encode", "qsgd_decode", "pack_signs", "unpack_signs", "segment_stats",
+           "sign_abs_encode",
            "ternary_encode", "ternary_decode"]
 
 
@@ -163,6 +164,18 @@ def segment_stats(x, bounds: np.ndarray) -> np.ndarray:
     stats = np.zeros((len(bounds) - 1, 4), dtype=np.float64)
     _cpu_signs.combine_partials(pieces, partials, stats)
     return stats
+
+
+def sign_abs_encode(x, bounds: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Sign bits of ``x`` (host or device) into the host array ``out``; returns ``float64[T]``,
+    the ``sum |x|`` column of :func:`segment_stats` (same bits). One pass over a host ``x``."""
+    if is_device(x):
+        stats = segment_stats(x, bounds)
+        pack_signs(x, out)
+        return np.ascontiguousarray(stats[:, 2])
+    sums = np.zeros(len(bounds) - 1, dtype=np.float64)
+    _cpu_signs.sign_abs_encode(x, _cpu_signs.piece_bounds(bounds), sums, out)
+    return sums
 
 
 def ternary_encode(x, bounds: np.ndarray, clips: np.ndarray, scales: np.ndarray, params: tuple,

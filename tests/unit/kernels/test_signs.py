@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fedsqueeze.kernels import dispatch
 from fedsqueeze.kernels.cpu import signs as S
 from tests import naive
+
+ROOT = Path(__file__).resolve().parents[3]
 
 KEY = (0xCAFEF00D, 0x5EED)
 C3 = naive.TERNGRAD << 24
@@ -29,7 +37,7 @@ def _x(n: int, seed: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 129, 1000, 4099])
 def test_pack_signs_matches_oracle(n):
     x = _x(n, seed=n)
     out = np.full((n + 7) // 8 + 2, 0x5A, np.uint8)
@@ -134,3 +142,68 @@ def test_piece_moments_lanes_equals_piece_moments(n, kind):
         got = np.array(S.piece_moments_lanes(x, *scratch))
         ref = np.array(S.piece_moments(x))
     np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 63, 64, 65, 129, 4096])
+@pytest.mark.parametrize("kind", ["normal", "specials"])
+def test_piece_abs_lanes_equals_piece_moments(n, kind):
+    """The sum-|x|-only lanes give ``piece_moments(x)[2]`` bit for bit (NaN and Inf too)."""
+    x = (np.random.default_rng(n + 1).standard_normal(n) * 10).astype(np.float32)
+    if kind == "specials" and n:
+        x[:: max(1, n // 5)] = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0],
+                                        np.float32)[np.arange(len(x[:: max(1, n // 5)])) % 5]
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = np.float64(S.piece_abs_lanes(x, np.empty(8)))
+        ref = np.float64(S.piece_moments(x)[2])
+    assert got.view(np.uint64) == ref.view(np.uint64)
+
+
+@pytest.mark.parametrize("layout", [*LAYOUTS, "pieces"])
+def test_sign_abs_encode_fuses_stats_and_signs(layout):
+    """One pass gives the signs of pack_signs and the sum-|x| column of the fixed-order
+    statistics, bit for bit, for segment and piece boundaries inside bytes."""
+    bounds = np.array(LAYOUTS.get(layout, [0, 4099, 4100, 8200, 12301]), np.int64)
+    n = int(bounds[-1])
+    x = _x(n, seed=4) * np.float32(1e3)
+    out = np.full((n + 7) // 8 + 1, 0x5A, np.uint8)
+    sums = np.full(len(bounds) - 1, 7.0)
+    S.sign_abs_encode(x, S.piece_bounds(bounds), sums, out)
+    np.testing.assert_array_equal(out[:-1], naive.pack_signs(x))
+    assert out[-1] == 0x5A
+    ref = naive.segment_stats(x, bounds)[:, 2]
+    np.testing.assert_array_equal(sums.view(np.uint64), ref.view(np.uint64))
+    got = dispatch.sign_abs_encode(x, bounds, np.zeros((n + 7) // 8, np.uint8))
+    np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+
+
+def test_piece_bounds_many_segments():
+    segs = [1, 4096, 4097, 3, 9000, 8192]
+    bounds = np.concatenate([[0], np.cumsum(segs)]).astype(np.int64)
+    rows = [(t, a, min(int(bounds[t + 1]), a + S.PIECE)) for t in range(len(segs))
+            for a in range(int(bounds[t]), int(bounds[t + 1]), S.PIECE)]
+    assert S.piece_bounds(bounds).tolist() == [list(r) for r in rows]
+    assert S.piece_bounds(np.array([0], np.int64)).shape == (0, 3)
+
+
+NO_JIT_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from fedsqueeze.kernels.cpu import signs as S
+    from tests import naive
+    x = np.random.default_rng(0).standard_normal(4200).astype(np.float32)
+    x[::9] = -0.0
+    bounds = np.array([0, 3, 4100, 4200], np.int64)
+    out = np.zeros(525, np.uint8); sums = np.zeros(3)
+    S.sign_abs_encode(x, S.piece_bounds(bounds), sums, out)
+    assert (out == naive.pack_signs(x)).all()
+    assert (sums == naive.segment_stats(x, bounds)[:, 2]).all()
+    assert S.piece_abs_lanes(x[:200], np.empty(8)) == S.piece_moments(x[:200])[2]
+    print("ok")
+""")
+
+
+def test_sign_abs_encode_without_jit():
+    # STYLE.md rule 4: the kernel bodies also run as plain Python; warnings are errors there too
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fedsqueeze import rng
 from fedsqueeze.kernels.cpu import topk as K
 from tests import naive
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _vector(n: int, kind: str, seed: int) -> np.ndarray:
@@ -110,3 +118,63 @@ def test_randk_select_matches_oracle(n, k, seed):
 @pytest.mark.parametrize("n,k", [(10, 0), (10, 10), (10, 25)])
 def test_randk_select_edges(n, k):
     np.testing.assert_array_equal(_randk_select(n, k, 1), np.arange(min(k, n)))
+
+
+def _topk_select(v: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(max(v.shape[0], 1), -1, np.int64)
+    hist = np.full(4 * K.TOPK_BINS, 7, np.int32)  # dirty scratch: the kernel clears it
+    count = K.topk_select(v, k, hist, out)
+    assert count == min(max(k, 0), v.shape[0])
+    return out[:count]
+
+
+# the two-pass 16-bit-histogram selection of the codecs: same index set as the oracle (and so as
+# topk_indices, the CUDA twin's contract), threshold bins with few and with all the candidates
+@pytest.mark.parametrize("kind", ["normal", "ties", "constant", "extreme"])
+@pytest.mark.parametrize("n,k", [(1, 1), (2, 1), (9, 3), (100, 1), (100, 50), (100, 99),
+                                 (100, 100), (3000, 30), (3000, 2999), (50_001, 500)])
+def test_topk_select_matches_oracle(kind, n, k):
+    v = _vector(n, kind, seed=n * 5 + k)
+    np.testing.assert_array_equal(_topk_select(v, k), naive.topk_indices(v, k))
+
+
+def test_topk_select_edges_and_ties():
+    v = np.zeros(40, np.float32)
+    v[[5, 9, 30, 31]] = [-2.0, 2.0, 2.0, -2.0]
+    np.testing.assert_array_equal(_topk_select(v, 3), [5, 9, 30])
+    np.testing.assert_array_equal(_topk_select(v, 6), [0, 1, 5, 9, 30, 31])
+    np.testing.assert_array_equal(_topk_select(v, 0), np.zeros(0, np.int64))
+    np.testing.assert_array_equal(_topk_select(v, 45), np.arange(40))
+    # same top 16 key bits, different low bits: decided inside the threshold bin
+    w = np.array([1.0, 1.0000001, -1.0000002, 1.0000001, 0.5], np.float32)
+    np.testing.assert_array_equal(_topk_select(w, 2), [1, 2])
+    np.testing.assert_array_equal(_topk_select(w, 3), [1, 2, 3])
+
+
+@pytest.mark.parametrize("n,k", [(3000, 30), (200_000, 2000)])
+def test_topk_select_equals_topk_indices(n, k):
+    v = (np.random.default_rng(n).standard_normal(n) * 0.01).astype(np.float32)
+    np.testing.assert_array_equal(_topk_select(v, k), _topk(v, k))
+
+
+NO_JIT_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from fedsqueeze.kernels.cpu import topk as K
+    from tests import naive
+    g = np.random.default_rng(0)
+    for v, k in [(g.standard_normal(700).astype(np.float32), 9),
+                 (g.choice(np.array([0.0, -0.0, 1.0, -1.0], np.float32), 300), 100),
+                 (np.full(50, -3.0, np.float32), 7), (np.ones(5, np.float32), 5)]:
+        out = np.empty(v.shape[0], np.int64)
+        c = K.topk_select(v, k, np.empty(4 * K.TOPK_BINS, np.int32), out)
+        assert c == min(k, v.shape[0]) and (out[:c] == naive.topk_indices(v, k)).all()
+    print("ok")
+""")
+
+
+def test_topk_select_without_jit():
+    # STYLE.md rule 4: the kernel bodies also run as plain Python; warnings are errors there too
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

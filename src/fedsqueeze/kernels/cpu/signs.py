@@ -20,6 +20,10 @@ elements; each piece yields ``(sum x, sum x^2, sum |x|, max |x|)`` with eight fl
 and :func:`combine_partials` adds the pieces of a segment in order. The CUDA twin computes the
 same pieces, one thread each, and the host combines them with the same function, so the
 statistics, and hence every code, agree bit for bit across backends.
+
+:func:`sign_abs_encode` (the EF-signSGD encoder on the host) fuses the ``sum |x|`` column of the
+same pieces (:func:`piece_abs_lanes`: the same lanes and order, hence the same bits) with the
+sign packing, so the input is read once.
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ from .philox import philox4x32
 
 __all__ = ["PIECE", "pack_signs", "unpack_signs", "ternary_code", "ternary_encode",
            "ternary_decode", "piece_moments", "piece_moments_lanes", "segment_partials",
-           "combine_partials",
-           "piece_bounds"]
+           "combine_partials", "piece_bounds", "piece_abs_lanes", "sign_abs_encode"]
 
 PIECE = 4096
 """Elements per partial of the segment statistics."""
 
 _TWO24 = np.float32(16777216.0)
+_U255 = np.uint64(255)
 
 
 # -- signs ------------------------------------------------------------------------------------
@@ -47,8 +51,15 @@ _TWO24 = np.float32(16777216.0)
 def pack_signs(x, out):  # pragma: no cover - compiled
     """Bit ``i`` of ``out`` = ``x[i] < 0``; writes ``ceil(n/8)`` bytes."""
     n = x.shape[0]
+    nw = n // 64
+    for c in range(nw):  # 64 signs to one uint64 word, then its 8 bytes (LLVM vectorises this)
+        w = np.uint64(0)
+        for j in range(64):
+            w |= np.uint64(x[64 * c + j] < 0) << np.uint64(j)
+        for b in range(8):
+            out[8 * c + b] = np.uint8((w >> np.uint64(8 * b)) & _U255)
     nf = n // 8
-    for k in range(nf):
+    for k in range(8 * nw, nf):
         i = 8 * k
         out[k] = np.uint8(np.int32(x[i] < 0) | (np.int32(x[i + 1] < 0) << 1)
                           | (np.int32(x[i + 2] < 0) << 2) | (np.int32(x[i + 3] < 0) << 3)
@@ -442,12 +453,13 @@ def piece_moments_lanes(x, sa, qa, aa, ma):  # pragma: no cover - compiled
 
 def piece_bounds(bounds: np.ndarray) -> np.ndarray:
     """``(P, 3)`` int64 rows ``(segment, lo, hi)``: each segment cut into :data:`PIECE` pieces."""
-    rows = []
-    for t in range(len(bounds) - 1):
-        lo, hi = int(bounds[t]), int(bounds[t + 1])
-        for a in range(lo, hi, PIECE):
-            rows.append((t, a, min(hi, a + PIECE)))
-    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+    b = np.asarray(bounds, dtype=np.int64)
+    lo, hi = b[:-1], b[1:]
+    counts = np.maximum(hi - lo + (PIECE - 1), 0) // PIECE
+    seg = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # row of each segment's first piece
+    start = lo[seg] + (np.arange(seg.shape[0], dtype=np.int64) - first) * PIECE
+    return np.stack([seg, start, np.minimum(hi[seg], start + PIECE)], axis=1)
 
 
 @nb.njit(**NJIT)
@@ -479,3 +491,55 @@ def combine_partials(pieces, partials, stats):  # pragma: no cover - compiled
         stats[t, 2] += partials[p, 2]
         if partials[p, 3] > stats[t, 3]:
             stats[t, 3] = partials[p, 3]
+
+
+@nb.njit(inline="always", **NJIT)
+def _abs_rows64(r, aa, nl):  # pragma: no cover - compiled
+    # the sum |x| column of _moment_rows64: lane ln adds |r[8 t + ln]| for t = 0..7, in order
+    for ln in range(nl):
+        a = aa[ln]
+        a += abs(np.float64(r[0 + ln]))
+        a += abs(np.float64(r[8 + ln]))
+        a += abs(np.float64(r[16 + ln]))
+        a += abs(np.float64(r[24 + ln]))
+        a += abs(np.float64(r[32 + ln]))
+        a += abs(np.float64(r[40 + ln]))
+        a += abs(np.float64(r[48 + ln]))
+        a += abs(np.float64(r[56 + ln]))
+        aa[ln] = a
+
+
+@nb.njit(**NJIT)
+def piece_abs_lanes(x, aa):  # pragma: no cover - compiled
+    """``piece_moments(x)[2]`` (``sum |x|``) bit for bit: the same eight float64 lanes, each
+    adding its elements in the same order, combined the same way; ``aa`` is scratch of 8."""
+    nl = aa.shape[0]
+    for ln in range(nl):
+        aa[ln] = 0.0
+    n = x.shape[0]
+    nc = n // 64
+    for c in range(nc):
+        _abs_rows64(x[64 * c:64 * c + 64], aa, nl)
+    for j in range(64 * nc, n):
+        aa[j % 8] += abs(np.float64(x[j]))
+    return ((aa[0] + aa[1]) + (aa[2] + aa[3])) + ((aa[4] + aa[5]) + (aa[6] + aa[7]))
+
+
+@nb.njit(**NJIT)
+def sign_abs_encode(x, pieces, sums, out):  # pragma: no cover - compiled
+    """Sign bits of ``x`` into ``out`` (``ceil(n/8)`` bytes, as :func:`pack_signs`) and
+    ``sums[t]`` = the ``sum |x|`` of segment ``t`` (``stats[t, 2]`` of :func:`combine_partials`
+    over :func:`segment_partials`, the same bits), in one pass: each piece's signs are packed
+    right after its sum, while the piece is in L1. ``pieces`` as from :func:`piece_bounds`."""
+    aa = np.empty(8)  # lane scratch of piece_abs_lanes, not an output
+    for t in range(sums.shape[0]):
+        sums[t] = 0.0
+    done = 0
+    for p in range(pieces.shape[0]):
+        sums[pieces[p, 0]] += piece_abs_lanes(x[pieces[p, 1]:pieces[p, 2]], aa)
+        upto = pieces[p, 2] // 8 * 8
+        if upto > done:
+            pack_signs(x[done:upto], out[done // 8:])
+            done = upto
+    if done < x.shape[0]:
+        pack_signs(x[done:], out[done // 8:])

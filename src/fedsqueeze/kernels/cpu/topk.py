@@ -11,6 +11,13 @@ itself, so the smallest keys are the largest magnitudes, and ties go to the smal
 (METHODS.md 1.1). ``-0.0`` ties with ``0.0``; NaN ranks above every finite value and ``inf``
 (callers reject non-finite input where it matters).
 
+``topk_select`` is the CPU path of the codecs: two passes over ``v`` instead of the key array and
+one radix pass per key byte. Pass one histograms the top 16 bits of the magnitude keys (32,768
+bins, four interleaved sub-histograms so that equal neighbouring keys do not serialise on one
+counter); the bin holding the k-th key is found, pass two writes the indices below it (sorted)
+and collects the indices in that bin, whose ``need`` smallest full keys (ties by index) are
+chosen by ``smallest_k`` and merged in. Same index set as ``topk_indices``.
+
 Random-k uses ``smallest_k`` on 64-bit Philox keys (``randk_keys``), or for large ``n``
 ``randk_select``: one vectorised Philox pass stores the top 16 key bits (``uint16`` scratch) and
 histograms them in 65,536 bins; the bin holding the k-th key is found, one scan writes the
@@ -29,11 +36,13 @@ from ..config import NJIT
 from .philox import philox4x32
 
 __all__ = ["magnitude_keys", "randk_keys", "randk_select", "smallest_k", "topk_indices",
-           "HIST_BINS", "RANDK_BINS"]
+           "topk_select", "HIST_BINS", "RANDK_BINS", "TOPK_BINS"]
 
 HIST_BINS = 256
 RANDK_BINS = 65536
 """Bins of the top-16-bit histogram of :func:`randk_select` (size of its ``hist`` scratch)."""
+TOPK_BINS = 32768
+"""Bins of the top-16-bit key histogram of :func:`topk_select` (size of its ``hist`` scratch)."""
 _RANDK_CHUNK = 4096
 _ABS = np.uint32(0x7FFFFFFF)
 _U8 = np.uint64(255)
@@ -200,3 +209,80 @@ def topk_indices(v, k, keys, hist, out):  # pragma: no cover - compiled
     """
     magnitude_keys(v, keys)
     return smallest_k(keys, k, hist, out)
+
+
+@nb.njit(**NJIT)
+def _key_hist16(bits, hist):  # pragma: no cover - compiled
+    # hist[4 b + lane] += 1 for bin b = key >> 16 of element 4 t + lane (hist: 4 * TOPK_BINS)
+    n = bits.shape[0]
+    sh = np.uint32(16)
+    for t in range(n // 4):
+        i = 4 * t
+        hist[4 * np.intp((_ABS - (bits[i] & _ABS)) >> sh)] += 1
+        hist[4 * np.intp((_ABS - (bits[i + 1] & _ABS)) >> sh) + 1] += 1
+        hist[4 * np.intp((_ABS - (bits[i + 2] & _ABS)) >> sh) + 2] += 1
+        hist[4 * np.intp((_ABS - (bits[i + 3] & _ABS)) >> sh) + 3] += 1
+    for i in range(4 * (n // 4), n):
+        hist[4 * np.intp((_ABS - (bits[i] & _ABS)) >> sh)] += 1
+
+
+@nb.njit(**NJIT)
+def topk_select(v, k, hist, out):  # pragma: no cover - compiled
+    """Indices of the ``k`` largest ``|v|`` (float32), ties by smaller index, sorted, into
+    ``out[:k]``: the index set of :func:`topk_indices` in two passes over ``v`` (module doc).
+
+    ``hist`` is int32 (or int64) scratch of ``4 * TOPK_BINS``. Returns the count (``min(k, n)``).
+    """
+    n = v.shape[0]
+    if k >= n:
+        for i in range(n):
+            out[i] = i
+        return n
+    if k <= 0:
+        return 0
+    bits = v.view(np.uint32)
+    for d in range(hist.shape[0]):
+        hist[d] = 0
+    _key_hist16(bits, hist)
+    below = 0
+    top = 0
+    while True:
+        c = hist[4 * top] + hist[4 * top + 1] + hist[4 * top + 2] + hist[4 * top + 3]
+        if below + c >= k:
+            break
+        below += c
+        top += 1
+    need = k - below
+    cnt = c
+    t16 = np.uint32(top)
+    sh = np.uint32(16)
+    cand = np.empty(cnt, dtype=np.int64)  # scratch: the indices in the threshold bin, in order
+    ckeys = np.empty(cnt, dtype=np.uint32)  # scratch: their full keys
+    j = 0
+    q = 0
+    for i in range(n):
+        key = _ABS - (bits[i] & _ABS)
+        h = key >> sh
+        if h < t16:
+            out[j] = i
+            j += 1
+        elif h == t16:
+            cand[q] = i
+            ckeys[q] = key
+            q += 1
+    sel = np.empty(cnt, dtype=np.int64)  # scratch: positions in cand of the chosen ones
+    small = np.empty(HIST_BINS, dtype=np.int64)
+    smallest_k(ckeys, need, small, sel)
+    a = j - 1  # merge cand[sel[:need]] (increasing) into out[:k] from the back
+    b = need - 1
+    w = k - 1
+    while b >= 0:
+        cb = cand[sel[b]]
+        if a >= 0 and out[a] > cb:
+            out[w] = out[a]
+            a -= 1
+        else:
+            out[w] = cb
+            b -= 1
+        w -= 1
+    return k
