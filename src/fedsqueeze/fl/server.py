@@ -77,7 +77,8 @@ class Server:
         self.start_round = start_round
         self.checkpoint = checkpoint  # callable(round, strategy) -> path, or None
         self._stop_signal: int | None = None
-        self._signal_lost = self._signal_rounds = 0
+        self._round = self._signal_round = self._signal_rounds = 0
+        self._lost_round: dict[int, int] = {}  # worker -> round in which it was found lost
         self.model = world.model_factory()
         self.x_test, self.y_test = world.tensors("test")
         ctx = ServerContext(self.cfg, world.options, world.n_params, world.w0, world.up,
@@ -107,7 +108,7 @@ class Server:
 
     def _handle_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
-        self._signal_lost = len(self.lost)  # workers already lost when the signal came
+        self._signal_round = self._round  # the round in progress when the signal came
         self._signal_rounds = 0
 
     def _preempted(self, t: int) -> bool:
@@ -115,16 +116,18 @@ class Server:
 
         MPICH's ``mpiexec -disable-auto-cleanup`` (which lets the server outlive a dead worker)
         also sends SIGUSR1 to every live rank when a process dies. A SIGUSR1 is therefore decided
-        one round later: if a worker was found lost meanwhile (a dead worker stalls the round
-        that needs it until ``fl.worker_timeout_s``), it was that notice and the run goes on
-        (or aborts, per ``fl.on_worker_loss``); otherwise it is a preemption. Checkpointing at
-        once would also send to the dead rank, which can take the server down with it.
+        one round later: if a worker was found lost in the round before the signal, the round of
+        the signal or the next one (a dead worker stalls the round that needs it until
+        ``fl.worker_timeout_s``; a receive it broke off fails at once, possibly before the
+        launcher's notice arrives), it was that notice and the run goes on (or aborts, per
+        ``fl.on_worker_loss``); otherwise it is a preemption. Checkpointing at once would also
+        send to the dead rank, which can take the server down with it.
         """
         if self._stop_signal is None:
             return False
         if self._stop_signal != signal.SIGUSR1:
             return True
-        if len(self.lost) > self._signal_lost:
+        if any(r >= self._signal_round - 1 for r in self._lost_round.values()):
             self.log.event(t, "info", "failure_notice",
                            "SIGUSR1 taken as mpiexec's notice of the lost worker, not preemption")
             self._stop_signal = None
@@ -160,6 +163,7 @@ class Server:
 
     # -- one round --------------------------------------------------------------------------
     def run_round(self, t: int) -> dict[str, Any]:
+        self._round = t
         cfg, st, W = self.cfg, self.strategy, self.world
         t0 = time.perf_counter()
         timers = defaultdict(float)
@@ -342,6 +346,7 @@ class Server:
         if self.cfg.fl.on_worker_loss == "abort":
             raise WorkerLost(f"worker rank {worker} lost in round {t}: {exc}")
         self.lost.add(worker)
+        self._lost_round.setdefault(worker, t)
         self.tx.abandon(worker)
         if len(self.lost) == len(self.workers):
             raise WorkerLost("every worker rank is lost")

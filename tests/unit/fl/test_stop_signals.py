@@ -20,8 +20,8 @@ class _Log:
 
 def _server(on_worker_loss: str) -> SimpleNamespace:
     s = SimpleNamespace(cfg=SimpleNamespace(fl=SimpleNamespace(on_worker_loss=on_worker_loss)),
-                        lost=set(), log=_Log(), _stop_signal=None, _signal_lost=0,
-                        _signal_rounds=0)
+                        lost=set(), log=_Log(), _stop_signal=None, _round=0, _signal_round=0,
+                        _signal_rounds=0, _lost_round={})
     s.signal = lambda sig: Server._handle_signal(s, sig, None)
     s.preempted = lambda t: Server._preempted(s, t)
     return s
@@ -42,8 +42,9 @@ def test_sigterm_and_usr2_preempt_at_once(mode):
 @pytest.mark.parametrize("mode", ["abort", "continue"])
 def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice(mode):
     s = _server(mode)
+    s._round = 5
     s.signal(signal.SIGUSR1)
-    s.lost.add(2)  # found lost in the round that needed it
+    s._lost_round[2] = 5  # found lost in the round that needed it
     assert not s.preempted(5)
     assert s._stop_signal is None
     assert s.log.events[0][2] == "failure_notice"
@@ -51,9 +52,20 @@ def test_usr1_with_a_worker_lost_is_mpiexecs_failure_notice(mode):
 
 
 @pytest.mark.parametrize("mode", ["abort", "continue"])
+def test_usr1_after_a_loss_that_was_noticed_first_is_still_the_notice(mode):
+    s = _server(mode)
+    s._lost_round[2] = 4  # a receive failed at once, before the launcher's notice came
+    s._round = 5
+    s.signal(signal.SIGUSR1)
+    assert not s.preempted(5) and not s.preempted(6)
+    assert s.log.events[0][2] == "failure_notice"
+
+
+@pytest.mark.parametrize("mode", ["abort", "continue"])
 def test_usr1_without_a_loss_preempts_one_round_later(mode):
     s = _server(mode)
-    s.lost.add(3)  # lost before the signal: not evidence for this one
+    s._lost_round[3] = 1  # lost long before the signal: not evidence for this one
+    s._round = 5
     s.signal(signal.SIGUSR1)
     assert not s.preempted(5)
     assert s.preempted(6)
