@@ -114,6 +114,7 @@ def rank_main(argv: list[str]) -> int:
     # the overlap timeline: when a worker hands an UP_UPDATE to MPI, when the server starts and
     # ends receiving it, and when a round ends (perf_counter is CLOCK_MONOTONIC: one clock for
     # every process on the node)
+    from fedsqueeze.comm import wire
     from fedsqueeze.comm.tags import Kind
 
     rec["sends"], rec["recvs"] = [], []
@@ -122,9 +123,12 @@ def rank_main(argv: list[str]) -> int:
     def isend(self, dest, tag, frame):
         n = orig_isend(self, dest, tag, frame)
         if tag == int(Kind.UP_UPDATE):
-            hdr = bytes(memoryview(frame)[8:16])
-            rec["sends"].append([int.from_bytes(hdr[:4], "little"),
-                                 int.from_bytes(hdr[4:], "little"), time.perf_counter()])
+            if isinstance(frame, wire.Frame):  # header + referenced sections (zero copy)
+                rnd, client = frame.round, frame.client
+            else:
+                hdr = bytes(memoryview(frame)[8:16])
+                rnd, client = int.from_bytes(hdr[:4], "little"), int.from_bytes(hdr[4:], "little")
+            rec["sends"].append([rnd, client, time.perf_counter()])
         return n
     transport_mod.MPITransport.isend_frame = isend
     orig_recv_update = server_mod.Server._recv_update
