@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedsqueeze.kernels.cpu import cast as C
 
-ROOT = Path(__file__).resolve().parents[3]
+from .nojit import assert_runs_without_jit
+
 # low 16 bits around every rounding boundary of both casts (f16 rounds at bit 13, bf16 at 16)
 LOWS = np.array([0x0000, 0x0001, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2000, 0x3000, 0x5FFF,
                  0x6000, 0x7FFF, 0x8000, 0x8001, 0xA000, 0xE000, 0xFFFF], np.uint32)
@@ -120,11 +117,8 @@ NO_JIT_SCRIPT = textwrap.dedent("""
 
 
 def test_cast_kernels_without_jit():
-    # STYLE.md rule 4: the kernel bodies also run as plain Python; warnings are errors there too
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    # STYLE.md rule 4: the kernel bodies also run as plain Python
+    assert_runs_without_jit(NO_JIT_SCRIPT)
 
 
 @pytest.mark.parametrize("start", [0, 1, 2047, 2049])

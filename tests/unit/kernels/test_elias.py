@@ -3,11 +3,7 @@ also without JIT."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +13,7 @@ from hypothesis import strategies as st
 from fedsqueeze.kernels.cpu import elias as E
 from tests import naive
 
-ROOT = Path(__file__).resolve().parents[3]
+from .nojit import assert_runs_without_jit
 
 
 def omega(v: int) -> str:
@@ -118,7 +114,5 @@ NO_JIT_SCRIPT = textwrap.dedent("""
 
 
 def test_elias_kernels_without_jit():
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    # STYLE.md rule 4: the kernel bodies also run as plain Python
+    assert_runs_without_jit(NO_JIT_SCRIPT)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ from fedsqueeze import rng
 from fedsqueeze.kernels.cpu import topk as K
 from tests import naive
 
-ROOT = Path(__file__).resolve().parents[3]
+from .nojit import assert_runs_without_jit
 
 
 def _vector(n: int, kind: str, seed: int) -> np.ndarray:
@@ -173,8 +169,5 @@ NO_JIT_SCRIPT = textwrap.dedent("""
 
 
 def test_topk_select_without_jit():
-    # STYLE.md rule 4: the kernel bodies also run as plain Python; warnings are errors there too
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    r = subprocess.run([sys.executable, "-W", "error", "-c", NO_JIT_SCRIPT], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    # STYLE.md rule 4: the kernel bodies also run as plain Python
+    assert_runs_without_jit(NO_JIT_SCRIPT)
